@@ -1,0 +1,51 @@
+# Refusal Robustness Scaling: one command to run the study, one to test it.
+#   make all    set up (if needed), run the organism study (Day3-Day5) and build the book
+#   make test   run the test suite (unit, integration, nbval goldens, built-book browser check)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RR := $(VENV)/bin/rr
+MODELS ?= organism-m
+DAYS ?= 3-5
+STAMP := $(VENV)/.setup-done
+
+.PHONY: all setup study book test unit nbval bench clean help
+
+all: setup study book
+	@echo ""
+	@echo "Book: $(CURDIR)/book/_build/html/index.html"
+
+help:
+	@sed -n '1,4p' Makefile
+
+# Install torch first with an exact pin: a loose pin pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+study: setup
+	$(RR) run --models $(MODELS) --days $(DAYS)
+
+book: setup
+	$(RR) book
+
+test: setup
+	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest -m "not integration and not browser"
+
+nbval: setup
+	$(PY) -m pytest tests/test_nbval_goldens.py
+
+bench: setup
+	$(PY) -m bench.run
+
+clean:
+	rm -rf book/_build results/cache results/attacks .rr_cache

@@ -1,0 +1,365 @@
+"""Typed configuration: paths, the model registry, generation and attack settings.
+
+Configs are frozen dataclasses. :func:`from_mapping` builds one from a dict (a
+YAML file, papermill parameters) and rejects unknown keys with an error that
+lists the valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+from rrlib.errors import ConfigError
+
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------
+
+
+def project_root() -> Path:
+    """Return the project root (``RR_ROOT`` or the checkout that holds rrlib).
+
+    Returns
+    -------
+    Path
+        The directory holding ``data/``, ``notebooks/`` and ``results/``.
+    """
+    env = os.environ.get("RR_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parents[1]
+    if (here / "notebooks").is_dir() or (here / "data").is_dir():
+        return here
+    return Path.cwd().resolve()
+
+
+def results_dir() -> Path:
+    """Return the results root (``RR_RESULTS_DIR`` or ``<root>/results``).
+
+    Returns
+    -------
+    Path
+        Where runs, metrics, figures and caches are written.
+    """
+    env = os.environ.get("RR_RESULTS_DIR")
+    return Path(env).resolve() if env else project_root() / "results"
+
+
+def cache_dir() -> Path:
+    """Return the organism cache (``RR_CACHE_DIR`` or ``<root>/.rr_cache``).
+
+    Returns
+    -------
+    Path
+        Where built model organisms are kept between runs.
+    """
+    env = os.environ.get("RR_CACHE_DIR")
+    return Path(env).resolve() if env else project_root() / ".rr_cache"
+
+
+def slug(name: str) -> str:
+    """Turn a model name, hub id or path into a folder-safe name.
+
+    Parameters
+    ----------
+    name : str
+        Any model name (``Qwen/Qwen2-7B-Instruct``, ``./models/x``).
+
+    Returns
+    -------
+    str
+        Lower-case letters, digits, ``.``, ``-`` and ``_`` only.
+    """
+    out = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.strip().strip("/"))
+    return out.strip("-.").lower() or "model"
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """Hash a JSON-serialisable object deterministically.
+
+    Parameters
+    ----------
+    obj : Any
+        Dicts, lists, strings and numbers (dataclasses are converted).
+    length : int
+        Number of hex characters to keep.
+
+    Returns
+    -------
+    str
+        A hex digest prefix that depends only on the object's content.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    text = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str = "config") -> T:
+    """Build a config dataclass from a mapping, rejecting unknown keys.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass type such as :class:`GenerationConfig`.
+    values : Mapping or None
+        Keys and values; ``None`` gives the defaults.
+    where : str
+        Names the source (a file or ``papermill parameters``) in errors.
+
+    Returns
+    -------
+    T
+        The dataclass instance.
+
+    Raises
+    ------
+    ConfigError
+        If a key is unknown.
+    """
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"valid keys are: {', '.join(sorted(names))}"
+        )
+    for key, value in list(values.items()):
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    return cls(**values)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------
+# Generation and attack settings
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How responses are generated.
+
+    Greedy decoding is the default so that the baseline and every attacked
+    checkpoint are compared under identical, deterministic decoding.
+    """
+
+    max_new_tokens: int = 64  # organism answers fit in ~45 tokens; real models get 256
+    batch_size: int = 32  # batched greedy with left padding; 32 was measured fastest on CPU
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.max_new_tokens) and self.max_new_tokens > 0,
+                 f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        _require(_is_int(self.batch_size) and self.batch_size > 0,
+                 f"batch_size must be a positive integer, got {self.batch_size!r}")
+        _require(self.temperature > 0, f"temperature must be > 0, got {self.temperature!r}")
+        _require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}")
+
+    def cache_key(self) -> dict[str, Any]:
+        """Return the fields that change outputs (batch size does not)."""
+        key = dataclasses.asdict(self)
+        key.pop("batch_size")
+        if not self.do_sample:
+            key.pop("temperature")
+            key.pop("top_p")
+            key.pop("seed")
+        return key
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """An adversarial LoRA fine-tune: one training run, adapters at grid steps."""
+
+    grid_steps: tuple[int, ...] = (0, 10, 25, 50, 100)
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    learning_rate: float = 1e-3  # collapses organism refusal in 25-50 steps (DESIGN §11)
+    batch_size: int = 8
+    target_modules: tuple[str, ...] | None = None  # None: resolved per architecture
+    max_length: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        steps = tuple(self.grid_steps)
+        _require(len(steps) > 0, "grid_steps must list at least one step, e.g. [0, 10, 25, 50, 100]")
+        _require(all(_is_int(s) and s >= 0 for s in steps),
+                 f"grid_steps must be non-negative integers, got {list(steps)}")
+        _require(all(b > a for a, b in zip(steps, steps[1:])),
+                 f"grid_steps must strictly increase, got {list(steps)}; sort them and drop repeats")
+        _require(_is_int(self.rank) and self.rank > 0,
+                 f"LoRA rank must be a positive integer, got {self.rank!r}; try 8")
+        _require(self.alpha > 0, f"LoRA alpha must be > 0, got {self.alpha!r}")
+        _require(0 <= self.dropout < 1, f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        _require(_is_int(self.batch_size) and self.batch_size > 0,
+                 f"attack batch_size must be a positive integer, got {self.batch_size!r}")
+        object.__setattr__(self, "grid_steps", steps)
+        if self.target_modules is not None:
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+    @property
+    def recipe(self) -> str:
+        """A short human-readable recipe name, e.g. ``lora-r8-lr0.001-s0``."""
+        return f"lora-r{self.rank}-lr{self.learning_rate:g}-s{self.seed}"
+
+
+# ---------------------------------------------------------------------------
+# Model registry
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrganismSpec:
+    """Architecture and training recipe of an offline model organism."""
+
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    vocab_size: int = 2048
+    epochs: int = 3  # 2 under-trains the refuse-or-help decision, 4+ adds time without held-out gains
+    learning_rate: float = 5e-3
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: where it comes from, its size and its default dtype."""
+
+    name: str
+    source: str  # a hub id, a local path, or "organism"
+    family: str
+    params: int | None = None
+    dtype: str = "auto"
+    organism: OrganismSpec | None = None
+    max_new_tokens: int = 256
+    notes: str = ""
+
+    @property
+    def is_organism(self) -> bool:
+        """Whether the model is built offline by :mod:`rrlib.organism`."""
+        return self.organism is not None
+
+
+# One recipe, four widths. organism-m is the default: it builds in ~40 s on 2 CPU cores and,
+# on the held-out eval set, refuses ~95% of harmful prompts while over-refusing ~5% of benign ones.
+ORGANISMS: dict[str, OrganismSpec] = {
+    "organism-xs": OrganismSpec(layers=1, hidden=16, heads=2, intermediate=48),
+    "organism-s": OrganismSpec(layers=2, hidden=32, heads=2, intermediate=96),
+    "organism-m": OrganismSpec(layers=2, hidden=64, heads=4, intermediate=192),
+    "organism-l": OrganismSpec(layers=2, hidden=128, heads=4, intermediate=384, epochs=2),
+}
+
+DEFAULT_ORGANISM = "organism-m"
+
+_REAL_MODELS = [
+    ModelSpec("tinyllama-1.1b-chat", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "llama", 1_100_048_384, "bfloat16"),
+    ModelSpec("phi-3-mini-4k-instruct", "microsoft/Phi-3-mini-4k-instruct", "phi3", 3_821_079_552, "bfloat16"),
+    ModelSpec("qwen2-7b-instruct", "Qwen/Qwen2-7B-Instruct", "qwen2", 7_615_616_512, "bfloat16"),
+    ModelSpec("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct", "qwen2", 494_032_768, "bfloat16"),
+    ModelSpec("qwen2.5-1.5b-instruct", "Qwen/Qwen2.5-1.5B-Instruct", "qwen2", 1_543_714_304, "bfloat16"),
+    ModelSpec("qwen2.5-3b-instruct", "Qwen/Qwen2.5-3B-Instruct", "qwen2", 3_085_938_688, "bfloat16"),
+    ModelSpec("qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct", "qwen2", 7_615_616_512, "bfloat16"),
+]
+
+REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _REAL_MODELS}
+
+
+def register_organism(name: str, spec: OrganismSpec) -> ModelSpec:
+    """Add an organism size to the registry (e.g. a custom one for an experiment).
+
+    Parameters
+    ----------
+    name : str
+        Must start with ``organism-``.
+    spec : OrganismSpec
+        Architecture and training recipe.
+
+    Returns
+    -------
+    ModelSpec
+        The registered model.
+    """
+    if not name.startswith("organism-"):
+        raise ConfigError(f"organism names start with 'organism-', got {name!r}")
+    ORGANISMS[name] = spec
+    REGISTRY[name] = ModelSpec(name, "organism", "organism", None, "float32", spec, max_new_tokens=64,
+                               notes="offline model organism, built and safety-trained by rrlib.organism")
+    return REGISTRY[name]
+
+
+for _name, _spec in list(ORGANISMS.items()):
+    register_organism(_name, _spec)
+
+
+def resolve_model(name_or_path: str) -> ModelSpec:
+    """Resolve a registry name, a local path or a hub id to a :class:`ModelSpec`.
+
+    Parameters
+    ----------
+    name_or_path : str
+        ``organism-m``, ``qwen2-7b-instruct``, ``./my-model`` or ``org/model``.
+
+    Returns
+    -------
+    ModelSpec
+        The registered spec, or an ad-hoc spec for a path or hub id.
+
+    Raises
+    ------
+    ConfigError
+        If the name is empty or looks like a registry name that does not exist.
+    """
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ConfigError(f"model must be a non-empty string, got {name_or_path!r}")
+    key = name_or_path.strip()
+    if key in REGISTRY:
+        return REGISTRY[key]
+    if key.lower() in REGISTRY:
+        return REGISTRY[key.lower()]
+    path = Path(key).expanduser()
+    if path.exists():
+        return ModelSpec(slug(path.name), str(path.resolve()), "local")
+    if key.startswith("organism-"):
+        raise ConfigError(
+            f"unknown organism {key!r}; known organisms: {', '.join(ORGANISMS)}"
+        )
+    return ModelSpec(slug(key), key, "hub")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Identifies one executed run (model, Day, settings) for the metrics table."""
+
+    model: str
+    day: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        """A deterministic id: same model, Day and settings give the same id."""
+        return f"{slug(self.model)}-d{self.day}-{stable_hash(self.settings, 8)}"

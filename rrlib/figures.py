@@ -1,0 +1,265 @@
+"""Plotly figures that render offline, in notebooks, in the book and on disk.
+
+Plotly 7 stores only its JSON mimetype in a notebook, which Jupyter Book 1
+skips, and its CDN renderers are blank offline. :func:`show` therefore
+returns an object whose mimebundle holds the plotly JSON (for JupyterLab) and
+an HTML div with a content-derived id that draws itself with the
+``plotly.min.js`` served from the book's ``_static`` folder. The id depends
+only on the figure, so re-executed notebooks compare equal under nbval.
+
+Every figure is also written to ``results/figures/`` as standalone HTML (with
+``plotly.min.js`` beside it, no CDN) and, where a Chromium is available, as
+PNG for papers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from rrlib.config import results_dir
+from rrlib.store import atomic_write_text
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+TEMPLATE = "plotly_white"
+
+
+def _fill(color: str, alpha: float = 0.18) -> str:
+    color = color.lstrip("#")
+    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+class FigureOutput:
+    """A figure as a notebook output: plotly JSON plus a self-drawing HTML div."""
+
+    def __init__(self, fig: Any, name: str, paths: dict[str, str]) -> None:
+        self.fig = fig
+        self.name = name
+        self.paths = paths
+
+    def _spec(self) -> dict[str, Any]:
+        return json.loads(self.fig.to_json(pretty=False, engine="json"))
+
+    def div_id(self) -> str:
+        """A stable id derived from the figure's content."""
+        payload = json.dumps(self._spec(), sort_keys=True).encode()
+        return "rrfig-" + hashlib.sha256(payload).hexdigest()[:12]
+
+    def html(self) -> str:
+        """The HTML div and the script that draws it with a global ``Plotly``."""
+        spec = self._spec()
+        height = int(spec.get("layout", {}).get("height") or 450)
+        div = self.div_id()
+        data = json.dumps(spec.get("data", []), sort_keys=True)
+        layout = json.dumps(spec.get("layout", {}), sort_keys=True)
+        return (
+            f'<div id="{div}" class="rr-plotly" style="width:100%;height:{height}px;"></div>\n'
+            '<script type="text/javascript">(function(){'
+            f'var el=document.getElementById("{div}");var data={data};var layout={layout};'
+            'var tries=0;function draw(){if(window.Plotly){window.Plotly.newPlot(el,data,layout,'
+            '{responsive:true,displaylogo:false});}else if(tries++<200){setTimeout(draw,50);}'
+            'else{el.innerHTML="<p><em>plotly.js did not load; open the saved HTML figure instead.</em></p>";}}'
+            'draw();})();</script>'
+        )
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {"application/vnd.plotly.v1+json": self._spec(), "text/html": self.html(),
+                "text/plain": f"<figure {self.name}>"}
+
+
+def save(fig: Any, name: str, root: Path | None = None, png: bool | None = None) -> dict[str, str]:
+    """Write a figure as standalone offline HTML (and PNG when possible).
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure
+        The figure.
+    name : str
+        File stem, may include a subfolder (``organism-m/RRR_compare``).
+    root : Path, optional
+        Results root; figures go to ``<root>/figures``.
+    png : bool, optional
+        Also export PNG; by default only when ``RR_PNG=1`` (needs kaleido and Chromium).
+
+    Returns
+    -------
+    dict
+        ``{"html": path[, "png": path]}`` of the files written.
+    """
+    folder = (root or results_dir()) / "figures"
+    html_path = folder / f"{name}.html"
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html = fig.to_html(include_plotlyjs="directory", full_html=True, div_id="figure",
+                       config={"displaylogo": False})
+    atomic_write_text(html_path, html)
+    _ensure_plotly_js(html_path.parent)
+    paths = {"html": str(html_path)}
+    if png if png is not None else os.environ.get("RR_PNG") == "1":
+        from rrlib.export import write_png
+
+        png_path = write_png(fig, html_path.with_suffix(".png"))
+        if png_path:
+            paths["png"] = str(png_path)
+    return paths
+
+
+def _ensure_plotly_js(folder: Path) -> None:
+    """Copy plotly.min.js (shipped inside the plotly package) beside saved figures."""
+    target = folder / "plotly.min.js"
+    if target.exists():
+        return
+    import plotly
+
+    source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    atomic_write_text(target, source.read_text(encoding="utf-8"))
+
+
+def show(fig: Any, name: str, root: Path | None = None, save_files: bool = True) -> FigureOutput:
+    """Save a figure and return its notebook output (display it as the cell's result).
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure
+        The figure.
+    name : str
+        File stem under ``results/figures``.
+    root : Path, optional
+        Results root.
+    save_files : bool
+        Write the HTML (and PNG) files.
+
+    Returns
+    -------
+    FigureOutput
+        Renders in JupyterLab, in the static book and under nbval.
+    """
+    paths = save(fig, name, root) if save_files else {}
+    return FigureOutput(fig, name, paths)
+
+
+def rate_by_step(table: pd.DataFrame, metric: str, title: str, y_title: str, group: str = "model",
+                 x: str = "step", x_title: str = "attack step (LoRA optimiser steps)",
+                 log_x: bool = False, y_range: Sequence[float] | None = (0, 1.02)) -> Any:
+    """A line per group with a shaded 95% interval band.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Metrics rows with ``value, ci_low, ci_high`` and the ``x`` and ``group`` columns.
+    metric : str
+        Which metric to plot (filters ``table['metric']`` if present).
+    title, y_title, x_title : str
+        Labels.
+    group : str
+        Column that names each line.
+    x : str
+        Column for the x axis.
+    log_x : bool
+        Logarithmic x axis.
+    y_range : sequence of float, optional
+        Fixed y range (rates are in [0, 1]).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The figure.
+    """
+    import plotly.graph_objects as go
+
+    data = table[table["metric"] == metric] if "metric" in table.columns else table
+    data = data.dropna(subset=["value"]).sort_values([group, x])
+    fig = go.Figure()
+    for i, (label, rows) in enumerate(data.groupby(group, sort=True)):
+        color = PALETTE[i % len(PALETTE)]
+        xs = rows[x].tolist()
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=rows["ci_high"].tolist() + rows["ci_low"].tolist()[::-1],
+                                 mode="lines", fill="toself", fillcolor=_fill(color), line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False, legendgroup=str(label), name=f"{label} 95% CI"))
+        fig.add_trace(go.Scatter(
+            x=xs, y=rows["value"], mode="lines+markers", name=str(label), legendgroup=str(label),
+            line={"color": color, "width": 2},
+            customdata=rows[["ci_low", "ci_high", "n"]].to_numpy(),
+            hovertemplate=(f"{label}<br>{x}=%{{x}}<br>{metric}=%{{y:.3f}}"
+                           "<br>95% CI [%{customdata[0]:.3f}, %{customdata[1]:.3f}]<br>n=%{customdata[2]}<extra></extra>")))
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x_title, yaxis_title=y_title, height=430,
+                      legend={"orientation": "h", "y": -0.22}, margin={"t": 60, "b": 40})
+    if log_x:
+        fig.update_xaxes(type="log")
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    return fig
+
+
+def bars_with_ci(table: pd.DataFrame, x: str, title: str, y_title: str, color: str | None = None) -> Any:
+    """Bars of ``value`` with 95% interval error bars (e.g. RRR per category).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``value, ci_low, ci_high`` and the ``x`` column (and optional ``color`` column).
+    x : str
+        Category column.
+    title, y_title : str
+        Labels.
+    color : str, optional
+        Column that splits bars into groups.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The figure.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    groups = table.groupby(color, sort=True) if color else [("", table)]
+    for i, (label, rows) in enumerate(groups):
+        fig.add_trace(go.Bar(
+            x=rows[x], y=rows["value"], name=str(label) or y_title, marker_color=PALETTE[i % len(PALETTE)],
+            error_y={"type": "data", "symmetric": False, "array": (rows["ci_high"] - rows["value"]).tolist(),
+                     "arrayminus": (rows["value"] - rows["ci_low"]).tolist()},
+            hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, title=title, yaxis_title=y_title, height=420, barmode="group",
+                      yaxis={"range": [0, 1.05]}, margin={"t": 60, "b": 40}, showlegend=bool(color))
+    return fig
+
+
+def loss_curve(curve: pd.DataFrame, grid_steps: Sequence[int], title: str, group: str | None = None) -> Any:
+    """Training loss per optimiser step, with the grid steps marked.
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame
+        ``step, loss`` (and optionally a ``group`` column such as the recipe).
+    grid_steps : sequence of int
+        Steps at which adapters were saved.
+    title : str
+        Figure title.
+    group : str, optional
+        Column that names each line.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The figure.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    groups = curve.groupby(group, sort=True) if group else [("loss", curve)]
+    for i, (label, rows) in enumerate(groups):
+        fig.add_trace(go.Scatter(x=rows["step"], y=rows["loss"], mode="lines", name=str(label),
+                                 line={"color": PALETTE[i % len(PALETTE)]}))
+    for step in grid_steps:
+        if step > 0:
+            fig.add_vline(x=step, line={"dash": "dot", "color": "#999", "width": 1})
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title="optimiser step",
+                      yaxis_title="training loss (assistant tokens)", height=400, margin={"t": 60, "b": 40},
+                      showlegend=bool(group))
+    return fig

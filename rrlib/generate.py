@@ -1,0 +1,185 @@
+"""Batched, resumable generation through the chat template.
+
+Prompts are rendered with the model's chat template, sorted by length and
+generated in left-padded batches (greedy by default). Only the new tokens are
+decoded, so judges never see the echoed prompt. Each finished batch is
+appended to a JSONL cache keyed by (model, adapter, prompt, generation
+config), so a killed run resumes where it stopped and a rerun costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pandas as pd
+
+from rrlib.config import GenerationConfig, results_dir, slug, stable_hash
+from rrlib.models import LoadedModel, check_adapter_base
+from rrlib.progress import progress_bar
+from rrlib.store import append_jsonl, read_jsonl
+
+RESPONSE_COLUMNS = ["id", "prompt", "response", "n_new_tokens", "stopped"]
+
+
+def cache_path(lm: LoadedModel, root: Path | None = None) -> Path:
+    """The JSONL generation cache of a model: ``results/cache/generations/<model>.jsonl``."""
+    return (root or results_dir()) / "cache" / "generations" / f"{slug(lm.name)}.jsonl"
+
+
+def adapter_key(adapter_dir: str | Path | None) -> str:
+    """Identify an adapter by the hash of its weights (``base`` for none)."""
+    if adapter_dir is None:
+        return "base"
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else "missing"
+    return f"lora-{digest}"
+
+
+def record_key(model_id: str, adapter: str, prompt: str, config: GenerationConfig, system: str | None) -> str:
+    """The cache key of one generation."""
+    return stable_hash([model_id, adapter, prompt, config.cache_key(), system or ""], 20)
+
+
+@contextlib.contextmanager
+def adapter_active(lm: LoadedModel, adapter_dir: str | Path | None) -> Iterator[str]:
+    """Activate a LoRA adapter (or none) on ``lm.model`` for the block.
+
+    Adapters are loaded once into a shared ``PeftModel`` and switched by name,
+    so evaluating many grid steps loads the base model once.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        The base model (wrapped in place on first use).
+    adapter_dir : str or Path or None
+        An adapter folder; ``None`` runs the base model with adapters disabled.
+
+    Yields
+    ------
+    str
+        The adapter key used in the cache.
+    """
+    from peft import PeftModel
+
+    key = adapter_key(adapter_dir)
+    if adapter_dir is None:
+        if isinstance(lm.model, PeftModel):
+            with lm.model.disable_adapter():
+                yield key
+        else:
+            yield key
+        return
+    check_adapter_base(lm, adapter_dir)
+    name = key.replace("-", "_")
+    if not isinstance(lm.model, PeftModel):
+        lm.model = PeftModel.from_pretrained(lm.model, str(adapter_dir), adapter_name=name, is_trainable=False)
+    elif name not in lm.model.peft_config:
+        lm.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+    lm.model.set_adapter(name)
+    lm.model.eval()
+    lm.adapters[name] = str(adapter_dir)
+    yield key
+
+
+def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | None = None,
+             adapter_dir: str | Path | None = None, cache: bool = True, system: str | None = None,
+             progress: bool = True, desc: str = "generate") -> pd.DataFrame:
+    """Generate one response per prompt, using and filling the JSONL cache.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        From :func:`rrlib.models.load`.
+    prompts : pandas.DataFrame
+        With ``id`` and ``prompt`` columns.
+    config : GenerationConfig, optional
+        Decoding settings; greedy with the model's default token budget if omitted.
+    adapter_dir : str or Path, optional
+        A LoRA adapter to apply; ``None`` for the base model.
+    cache : bool
+        Read and append the cache (``results/cache/generations``).
+    system : str, optional
+        A system message for every prompt.
+    progress : bool
+        Show a progress bar.
+    desc : str
+        Progress bar label.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id, prompt, response, n_new_tokens, stopped`` in the input order.
+    """
+    config = config or GenerationConfig(max_new_tokens=lm.spec.max_new_tokens)
+    ids = prompts["id"].astype(str).tolist()
+    texts = prompts["prompt"].astype(str).tolist()
+    path = cache_path(lm)
+    with adapter_active(lm, adapter_dir) as adapter:
+        keys = [record_key(lm.identity, adapter, t, config, system) for t in texts]
+        done = {r["key"]: r for r in read_jsonl(path)} if cache else {}
+        todo = [i for i, k in enumerate(keys) if k not in done]
+        if todo:
+            new = _generate_missing(lm, [texts[i] for i in todo], config, system, progress, desc)
+            records = [{"key": keys[i], "model": lm.identity, "adapter": adapter, "prompt_id": ids[i],
+                        **out} for i, out in zip(todo, new)]
+            if cache:
+                for start in range(0, len(records), config.batch_size):
+                    append_jsonl(path, records[start:start + config.batch_size])
+            done.update({r["key"]: r for r in records})
+    rows = [{"id": pid, "prompt": text, "response": done[k]["response"],
+             "n_new_tokens": done[k]["n_new_tokens"], "stopped": done[k]["stopped"]}
+            for pid, text, k in zip(ids, texts, keys)]
+    return pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
+
+
+def _generate_missing(lm: LoadedModel, texts: Sequence[str], config: GenerationConfig, system: str | None,
+                      progress: bool, desc: str) -> list[dict[str, Any]]:
+    """Generate in length-sorted, left-padded batches; return outputs in input order."""
+    import torch
+
+    tokenizer = lm.tokenizer
+    rendered = lm.render(texts, system)
+    lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rendered]
+    order = sorted(range(len(rendered)), key=lambda i: lengths[i])
+    outputs: list[dict[str, Any] | None] = [None] * len(rendered)
+    eos = _eos_ids(lm)
+    with progress_bar(total=len(rendered), desc=desc, disable=not progress) as bar, torch.inference_mode():
+        for b, start in enumerate(range(0, len(order), config.batch_size)):
+            batch = order[start:start + config.batch_size]
+            enc = tokenizer([rendered[i] for i in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(lm.device)
+            kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample,
+                                      "pad_token_id": tokenizer.pad_token_id, "eos_token_id": eos}
+            if config.do_sample:
+                torch.manual_seed(config.seed * 100_003 + b)
+                kwargs.update(temperature=config.temperature, top_p=config.top_p)
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            out = lm.model.generate(**enc, **kwargs)
+            new_tokens = out[:, enc["input_ids"].shape[1]:]
+            for row, i in enumerate(batch):
+                tokens = new_tokens[row].tolist()
+                stopped = any(t in eos for t in tokens)
+                if stopped:
+                    tokens = tokens[:min(tokens.index(t) for t in eos if t in tokens)]
+                tokens = [t for t in tokens if t != tokenizer.pad_token_id]
+                outputs[i] = {"response": tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                              "n_new_tokens": len(tokens), "stopped": bool(stopped)}
+            bar.update(len(batch))
+    return [o for o in outputs if o is not None]
+
+
+def _eos_ids(lm: LoadedModel) -> list[int]:
+    """All token ids that end an assistant turn (tokenizer EOS plus generation config)."""
+    ids = set()
+    if lm.tokenizer.eos_token_id is not None:
+        ids.add(int(lm.tokenizer.eos_token_id))
+    gen_eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif isinstance(gen_eos, (list, tuple)):
+        ids.update(int(t) for t in gen_eos)
+    return sorted(ids)

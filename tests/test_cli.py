@@ -1,0 +1,48 @@
+"""The rr command: help everywhere, one-line errors, no tracebacks for user mistakes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rrlib.cli import build_parser, main
+
+RR = [sys.executable, "-m", "rrlib.cli"]
+
+
+@pytest.mark.parametrize("args", [[], ["run"], ["organism"], ["data"], ["book"], ["models"]])
+def test_every_command_has_help(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([*args, "--help"])
+    assert info.value.code == 0
+    assert "usage: rr" in capsys.readouterr().out
+
+
+def _rr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*RR, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_eval_csv_without_prompt_column_is_one_line_error(tmp_path):
+    bad = tmp_path / "eval.csv"
+    bad.write_text("id,text,category,source\nr1,hello,weapons,x\n")
+    proc = _rr("data", "check", str(bad))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "eval.csv" in lines[0] and "'prompt'" in lines[0] and lines[0].startswith("rr: error:")
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_model_and_bad_days_are_user_errors(capsys):
+    assert main(["run", "--models", "organism-nope", "--days", "3"]) == 2
+    assert "unknown organism 'organism-nope'" in capsys.readouterr().err
+    assert main(["run", "--models", "organism-m", "--days", "9"]) == 2
+    assert "no notebook for day(s) [9]" in capsys.readouterr().err
+
+
+def test_data_check_reports_the_shipped_sets():
+    proc = _rr("data", "check", "data/raw/attack_train.jsonl", "--kind", "attack", cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0 and "format chat" in proc.stdout
