@@ -23,12 +23,17 @@ CANONICAL = REQUIRED + OPTIONAL
 
 
 def display_path(path: str | Path) -> str:
-    """Return a short path for messages (relative to the cwd when possible)."""
+    """Return a short, stable path for messages: relative to the project root (or the cwd) when inside it."""
+    from rrlib.config import project_root
+
     path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    resolved = path.resolve()
+    for base in (project_root(), Path.cwd()):
+        try:
+            return str(resolved.relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def read_text(path: str | Path) -> str:
