@@ -1,13 +1,13 @@
 # Refusal Robustness Scaling: one command to run the study, one to test it.
-#   make all    set up (if needed), run the organism study (Day3-Day5) and build the book
+#   make all    set up (if needed), run the organism study (Days 3-7, experiments/organism_scaling), build the book
 #   make test   run the test suite (unit, integration, nbval goldens, built-book browser check)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 RR := $(VENV)/bin/rr
-MODELS ?= organism-m
-DAYS ?= 3-5
+EXPERIMENT ?= experiments/organism_scaling/config.yaml
+JOBS ?= 2
 STAMP := $(VENV)/.setup-done
 
 .PHONY: all setup study book test unit nbval bench clean help
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 study: setup
-	$(RR) run --models $(MODELS) --days $(DAYS)
+	$(RR) experiment run $(EXPERIMENT) --jobs $(JOBS)
 
 book: setup
 	$(RR) book

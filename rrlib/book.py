@@ -29,7 +29,8 @@ STATIC_DIR = "book/_static"
 WIDGETS_DIR = "book/_widgets"
 # ipywidgets' static renderer and its loader, served from the book itself (myst-nb defaults to a CDN).
 WIDGET_PACKAGES = {"@jupyter-widgets/html-manager": "1.0.15", "requirejs": "2.3.8"}
-STUDY_PAGES = ["book/metrics", "book/methods", "book/results", "book/original_study", "book/reproducibility"]
+STUDY_PAGES = ["book/metrics", "book/methods", "book/results", "book/judges", "book/original_study",
+               "book/reproducibility"]
 DAY_TITLES = {3: "Day 3 · Baseline", 4: "Day 4 · Attack", 5: "Day 5 · After the attack", 6: "Day 6 · Scaling",
               7: "Day 7 · LoRA grid"}
 
@@ -278,8 +279,34 @@ def generate_pages(root: Path | None = None) -> None:
     prepare_static(root)
     prepare_widgets(root)
     write_results_page(root)
+    write_judges_page(root)
     write_reproducibility_page(root)
     write_toc(root)
+    export_figures(root)
+
+
+def write_judges_page(root: Path | None = None) -> Path:
+    """Generate ``book/judges.md``: every judge validated on the held-out hand labels."""
+    from rrlib import figures, judges
+    from rrlib.judges import validation
+
+    root = root or project_root()
+    result = validation.validate(judges.available())
+    validation.write_validation(result, root / "results" / "metrics" / "judges")
+    figure = figures.show(validation.confusion_figure(result), "judges_confusion", root=root / "results")
+    text = validation.validation_markdown(result) + "\n\n## Confusion matrices\n\n" + figure.html() + "\n"
+    return atomic_write_text(root / BOOK_DIR / "judges.md", text)
+
+
+def export_figures(root: Path) -> list[Path]:
+    """PNG copies of every saved figure (skipped, with a note, where no Chromium is installed)."""
+    from rrlib.export import export_pngs
+
+    try:
+        return export_pngs(root / "results" / "figures")
+    except RuntimeError as exc:
+        print(f"note: figures not exported as PNG: {exc}", file=sys.stderr)
+        return []
 
 
 def build(root: Path | None = None, strict: bool = True) -> Path:

@@ -49,9 +49,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     days = runner.parse_days(args.days)
     started = time.perf_counter()
     outcomes = runner.run_many(models, days, _params(args.param), force=args.force,
-                               log=lambda line: print(line, flush=True))
+                               log=lambda line: print(line, flush=True), executor=args.executor,
+                               address=args.address, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
+                               jobs=args.jobs)
     if results_dir().resolve() == (project_root() / "results").resolve():
         book.write_toc()  # the book only includes runs under the project's own results/
+    return _report(outcomes, started)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Run a named experiment (experiments/<name>/config.yaml), after checking its requirements."""
+    from rrlib import book, experiments
+    from rrlib.config import project_root, results_dir
+
+    started = time.perf_counter()
+    outcomes = experiments.run(args.config, force=args.force, log=lambda line: print(line, flush=True),
+                               executor=args.executor, address=args.address, cpus_per_job=args.cpus_per_job,
+                               gpus_per_job=args.gpus_per_job, jobs=args.jobs)
+    if results_dir().resolve() == (project_root() / "results").resolve():
+        book.write_toc()
+    return _report(outcomes, started)
+
+
+def _report(outcomes: list, started: float) -> int:
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs ok in {time.perf_counter() - started:.1f} s")
     if failed:
@@ -121,6 +141,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="local: one job after another; ray: each (model, Day) as a Ray task (default local)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address ('auto' joins a running cluster; omitted: start a local one)")
+    parser.add_argument("--cpus-per-job", type=float, default=1.0, help="Ray CPUs reserved per job (default 1)")
+    parser.add_argument("--gpus-per-job", type=float, default=0.0, help="Ray GPUs reserved per job (default 0)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="local executor: models run at the same time (each model's Days stay in order)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rr``."""
     parser = argparse.ArgumentParser(prog="rr", description=__doc__.split("\n\n")[0])
@@ -135,7 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run finished runs")
     run.add_argument("--param", action="append", metavar="NAME=VALUE",
                      help="extra papermill parameter for every run (repeatable), e.g. --param limit=20")
+    _executor_options(run)
     run.set_defaults(func=cmd_run)
+
+    exp = sub.add_parser("experiment", help="run a named experiment (experiments/<name>/config.yaml)",
+                         description="Check the experiment's requirements (GPU, hub), then run its runs in order.")
+    exp.add_argument("action", choices=["run"])
+    exp.add_argument("config", help="path to experiments/<name>/config.yaml")
+    exp.add_argument("--force", action="store_true", help="re-run finished runs")
+    _executor_options(exp)
+    exp.set_defaults(func=cmd_experiment)
 
     org = sub.add_parser("organism", help="build or list the offline model organisms",
                          description="Build (and cache) the model organisms under .rr_cache/organisms.")

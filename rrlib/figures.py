@@ -73,8 +73,8 @@ class FigureOutput:
                 "text/plain": f"<figure {self.name}>"}
 
 
-def save(fig: Any, name: str, root: Path | None = None, png: bool | None = None) -> dict[str, str]:
-    """Write a figure as standalone offline HTML (and PNG when possible).
+def save(fig: Any, name: str, root: Path | None = None) -> dict[str, str]:
+    """Write a figure as standalone offline HTML plus its plotly JSON (for the PNG export).
 
     Parameters
     ----------
@@ -84,13 +84,12 @@ def save(fig: Any, name: str, root: Path | None = None, png: bool | None = None)
         File stem, may include a subfolder (``organism-m/RRR_compare``).
     root : Path, optional
         Results root; figures go to ``<root>/figures``.
-    png : bool, optional
-        Also export PNG; by default only when ``RR_PNG=1`` (needs kaleido and Chromium).
 
     Returns
     -------
     dict
-        ``{"html": path[, "png": path]}`` of the files written.
+        ``{"html": path, "json": path}``. PNGs are exported in one batch by
+        :func:`rrlib.export.export_pngs` (``rr book`` runs it).
     """
     folder = (root or results_dir()) / "figures"
     html_path = folder / f"{name}.html"
@@ -98,15 +97,9 @@ def save(fig: Any, name: str, root: Path | None = None, png: bool | None = None)
     html = fig.to_html(include_plotlyjs="directory", full_html=True, div_id="figure",
                        config={"displaylogo": False})
     atomic_write_text(html_path, html)
+    atomic_write_text(html_path.with_suffix(".json"), fig.to_json())
     _ensure_plotly_js(html_path.parent)
-    paths = {"html": str(html_path)}
-    if png if png is not None else os.environ.get("RR_PNG") == "1":
-        from rrlib.export import write_png
-
-        png_path = write_png(fig, html_path.with_suffix(".png"))
-        if png_path:
-            paths["png"] = str(png_path)
-    return paths
+    return {"html": str(html_path), "json": str(html_path.with_suffix(".json"))}
 
 
 def _ensure_plotly_js(folder: Path) -> None:
@@ -262,4 +255,117 @@ def loss_curve(curve: pd.DataFrame, grid_steps: Sequence[int], title: str, group
     fig.update_layout(template=TEMPLATE, title=title, xaxis_title="optimiser step",
                       yaxis_title="training loss (assistant tokens)", height=400, margin={"t": 60, "b": 40},
                       showlegend=bool(group))
+    return fig
+
+
+def heatmap(table: pd.DataFrame, value: str, title: str, colorbar: str, zrange: Sequence[float] | None = None,
+            x: str = "step", y: str = "layer") -> Any:
+    """A heatmap of ``value`` over two axes (e.g. grid step x layer), with the numbers printed.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Long table with ``x``, ``y`` and ``value`` columns.
+    value : str
+        Column to colour by.
+    title, colorbar : str
+        Labels.
+    zrange : sequence of float, optional
+        Fixed colour range.
+    x, y : str
+        Axis columns.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The figure.
+    """
+    import plotly.graph_objects as go
+
+    grid = table.pivot(index=y, columns=x, values=value).sort_index()
+    fig = go.Figure(go.Heatmap(
+        z=grid.to_numpy(), x=[str(c) for c in grid.columns], y=[str(i) for i in grid.index],
+        colorscale="RdBu", zmin=None if zrange is None else zrange[0], zmax=None if zrange is None else zrange[1],
+        text=[[f"{v:.2f}" for v in row] for row in grid.to_numpy()], texttemplate="%{text}",
+        colorbar={"title": {"text": colorbar}},
+        hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{value}=%{{z:.3f}}<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=f"attack {x}", yaxis_title=y, height=360,
+                      margin={"t": 60, "b": 40})
+    return fig
+
+
+def points_with_fit(table: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str,
+                    slope: float | None = None, label: str = "model") -> Any:
+    """Points with asymmetric interval bars on log-log axes, plus an optional fitted line.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Columns ``x``, ``y``, ``{y}_ci_low``, ``{y}_ci_high`` and ``label``; rows with no ``y`` are skipped.
+    x, y : str
+        Columns to plot.
+    title, x_title, y_title : str
+        Labels.
+    slope : float, optional
+        Slope of the log-log fit to draw through the points' centroid.
+    label : str
+        Column naming each point.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The figure.
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+
+    data = table.dropna(subset=[y])
+    low = data[f"{y}_ci_low"].fillna(data[y])
+    high = data[f"{y}_ci_high"].fillna(data[y])
+    fig = go.Figure(go.Scatter(
+        x=data[x], y=data[y], mode="markers+text", text=data[label], textposition="top center",
+        marker={"size": 10, "color": PALETTE[0]}, name=y_title,
+        error_y={"type": "data", "symmetric": False, "array": (high - data[y]).tolist(),
+                 "arrayminus": (data[y] - low).tolist()}))
+    if slope is not None and len(data) >= 2:
+        lx, ly = np.log10(data[x].astype(float)), np.log10(data[y].astype(float))
+        xs = np.linspace(lx.min(), lx.max(), 20)
+        fig.add_trace(go.Scatter(x=10 ** xs, y=10 ** (ly.mean() + slope * (xs - lx.mean())), mode="lines",
+                                 line={"dash": "dash", "color": PALETTE[1]}, name=f"log-log fit, slope {slope:.2f}"))
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x_title, yaxis_title=y_title, height=430,
+                      margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.25})
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def scatter(table: pd.DataFrame, x: str, y: str, color: str, title: str, x_title: str, y_title: str,
+            hover: str | None = None) -> Any:
+    """Points coloured by a grouping column (e.g. training loss against RRR, one colour per LoRA rank).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Columns ``x``, ``y`` and ``color``.
+    x, y, color : str
+        Columns for the axes and the colour groups.
+    title, x_title, y_title : str
+        Labels.
+    hover : str, optional
+        Column shown on hover.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The figure.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (label, rows) in enumerate(table.dropna(subset=[x, y]).groupby(color, sort=True)):
+        fig.add_trace(go.Scatter(x=rows[x], y=rows[y], mode="markers", name=f"{color} {label}",
+                                 marker={"size": 9, "color": PALETTE[i % len(PALETTE)], "opacity": 0.8},
+                                 text=rows[hover] if hover else None))
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x_title, yaxis_title=y_title, height=430,
+                      margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.22})
     return fig

@@ -145,7 +145,7 @@ def _generate_missing(lm: LoadedModel, texts: Sequence[str], config: GenerationC
     lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rendered]
     order = sorted(range(len(rendered)), key=lambda i: lengths[i])
     outputs: list[dict[str, Any] | None] = [None] * len(rendered)
-    eos = _eos_ids(lm)
+    eos = eos_ids(lm)
     with progress_bar(total=len(rendered), desc=desc, disable=not progress) as bar, torch.inference_mode():
         for b, start in enumerate(range(0, len(order), config.batch_size)):
             batch = order[start:start + config.batch_size]
@@ -172,7 +172,7 @@ def _generate_missing(lm: LoadedModel, texts: Sequence[str], config: GenerationC
     return [o for o in outputs if o is not None]
 
 
-def _eos_ids(lm: LoadedModel) -> list[int]:
+def eos_ids(lm: LoadedModel) -> list[int]:
     """All token ids that end an assistant turn (tokenizer EOS plus generation config)."""
     ids = set()
     if lm.tokenizer.eos_token_id is not None:

@@ -296,3 +296,30 @@ def estimates_table(estimates: Sequence[Estimate]) -> pd.DataFrame:
                      "95% CI": "" if e.value is None else f"[{e.ci_low:.3f}, {e.ci_high:.3f}]",
                      "n": e.n, "interval": e.method, "note": e.reason or ""})
     return pd.DataFrame(rows)
+
+
+def estimate_from_table(table: pd.DataFrame, metric: str, step: int) -> Estimate:
+    """One metric at one grid step of a long metrics table, as an :class:`Estimate`.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows with ``step, metric, value, ci_low, ci_high, n`` (and optionally ``reason``, ``method``).
+    metric : str
+        Metric name.
+    step : int
+        Grid step.
+
+    Returns
+    -------
+    Estimate
+        Missing, with a reason, when the row is absent or has no value.
+    """
+    row = table[(table["metric"] == metric) & (table["step"] == step)]
+    if row.empty:
+        return Estimate.missing(metric, f"not measured at step {step}")
+    r = row.iloc[0]
+    if pd.isna(r["value"]):
+        return Estimate.missing(metric, str(r.get("reason") or "not computable"), int(r["n"]))
+    return Estimate(metric, float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), int(r["n"]),
+                    str(r.get("method", "") or ""))

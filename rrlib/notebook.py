@@ -12,34 +12,26 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from rrlib.errors import RRError
 
 REDACT_KEEP_WORDS = 6  # words of a redacted completion left visible in the book
 
 
 def setup() -> None:
-    """Prepare a notebook kernel: one-line user errors, stable pandas display.
+    """Prepare a notebook kernel: stable pandas display, quiet library progress bars.
 
-    Call once at the top of a notebook. Errors of type :class:`RRError` (bad
-    file, unknown model, wrong parameter) then print as ``ErrorType: message``
-    with no traceback.
+    Call once at the top of a notebook. User errors (:class:`RRError`: a bad
+    file, an unknown model, a wrong parameter) carry a one-line message naming
+    the problem and the fix; ``rr run`` reports just that line.
     """
     pd.set_option("display.max_colwidth", 120)
     pd.set_option("display.precision", 3)
     try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython ships with ipykernel
-        return
-    shell = get_ipython()
-    if shell is None:
-        return
+        from transformers.utils import logging as hf_logging
 
-    def one_line(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
-        line = f"{etype.__name__}: {value}"
-        print(line)
-        return [line]
-
-    shell.set_custom_exc((RRError,), one_line)
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
 
 
 def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, caption: str | None = None) -> Any:
@@ -199,3 +191,9 @@ def explorer(responses: pd.DataFrame, title: str = "Response explorer",
     """
     present = [c for c in columns if c in responses.columns]
     return Explorer(responses, title, present)
+
+
+def parameters_table(params: dict[str, Any]) -> Any:
+    """The run's parameters (as injected by papermill) as a table; the raw parameter cells are hidden in the book."""
+    rows = [{"parameter": k, "value": repr(v)} for k, v in params.items()]
+    return table(pd.DataFrame(rows), caption="Parameters of this run")

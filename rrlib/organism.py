@@ -205,7 +205,7 @@ def recipe(name: str, root: Path | None = None) -> dict[str, Any]:
             "max_length": MAX_LENGTH, "chat_template": CHAT_TEMPLATE,
             "training": {"variants": VARIANTS, "full_answer_share": FULL_ANSWER_SHARE, "word_dropout": WORD_DROPOUT,
                          "decision_tokens": DECISION_TOKENS, "decision_weight": DECISION_WEIGHT},
-            "code": _training_code_hash()}
+            "code": CODE_HASH}
 
 
 def _training_code_hash() -> str:
@@ -319,6 +319,8 @@ def build(name: str, out_dir: Path, progress: bool = True, root: Path | None = N
     spec = organism_spec(name)
     the_recipe = recipe(name, root)
     corpus = load_corpus(root)
+    if spec.corpus_fraction < 1.0:
+        corpus = corpus.sample(frac=spec.corpus_fraction, random_state=spec.seed).reset_index(drop=True)
     triples = training_examples(corpus, spec.seed)
     tokenizer = train_tokenizer([p for p, _, _ in triples] + sorted(set(r for _, r, _ in triples)), spec.vocab_size)
     encoded = encode_chats(tokenizer, [(p, r) for p, r, _ in triples], MAX_LENGTH)
@@ -403,3 +405,6 @@ def answer_loss(model: Any, input_ids: Any, labels: Any, mask: Any) -> Any:
 def build_info(name: str) -> dict[str, Any]:
     """The build record of a cached organism (builds it if needed)."""
     return json.loads((ensure(name, progress=False) / "build.json").read_text())
+
+
+CODE_HASH = _training_code_hash()  # computed once at import, from the functions as written

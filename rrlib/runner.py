@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from rrlib.config import project_root, resolve_model, results_dir, slug
 from rrlib.errors import ConfigError
+from rrlib.store import write_json
 
 DAY_NOTEBOOKS = {
     3: "Day3_baseline.ipynb",
@@ -47,6 +48,8 @@ class Outcome:
     path: Path
     seconds: float = 0.0
     error: str = ""
+    started: float = 0.0  # wall-clock start (epoch seconds), to show which jobs overlapped
+    worker: str = ""
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -98,20 +101,27 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def is_done(output: Path, parameters: Mapping[str, Any], source: Path) -> bool:
-    """Whether ``output`` is a finished run of ``source`` with these parameters."""
-    import nbformat
+def done_marker(output: Path) -> Path:
+    """The local (git-ignored) record that ``output`` was executed on this machine."""
+    return output.parent / ".state" / f"{output.stem}.done.json"
 
-    if not output.exists():
+
+def is_done(output: Path, parameters: Mapping[str, Any], source: Path) -> bool:
+    """Whether ``output`` is a finished run, on this machine, of ``source`` with these parameters.
+
+    A committed golden notebook alone does not count: a fresh clone has no
+    local marker, so ``make all`` really executes the study there.
+    """
+    import json
+
+    marker = done_marker(output)
+    if not output.exists() or not marker.exists():
         return False
     try:
-        nb = nbformat.read(output, as_version=4)
-    except Exception:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
         return False
-    meta = nb.metadata.get("rr", {})
-    failed = nb.metadata.get("papermill", {}).get("exception")
-    return (not failed and meta.get("source_sha") == _sha(source)
-            and meta.get("parameters") == dict(parameters))
+    return record.get("source_sha") == _sha(source) and record.get("parameters") == dict(parameters)
 
 
 def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, force: bool = False,
@@ -139,8 +149,9 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     import nbformat
     import papermill
 
-    name = resolve_model(model).name
-    params = {"model": model, **dict(parameters or {})}
+    cross = day in CROSS_MODEL_DAYS
+    name = CROSS_MODEL_NAME if cross else resolve_model(model).name
+    params = dict(parameters or {}) if cross else {"model": model, **dict(parameters or {})}
     source = source_notebook(day)
     output = output_notebook(name, day, root)
     if not force and is_done(output, params, source):
@@ -148,17 +159,19 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.running.ipynb")
     started = time.perf_counter()
+    wall = time.time()
     saved_env = {k: os.environ.get(k) for k in KERNEL_ENV}
     os.environ.update(KERNEL_ENV)
     try:
         papermill.execute_notebook(str(source), str(tmp), parameters=params, kernel_name="python3",
-                                   cwd=str(project_root()), progress_bar=False, log_output=False)
+                                   cwd=str(project_root()), progress_bar=False, log_output=False,
+                                   kernel_manager_class=_ipc_kernel_manager())
     except papermill.PapermillExecutionError as exc:
         failed = output.with_name(f"Day{day}.failed.ipynb")
         if tmp.exists():
             tmp.replace(failed)
         return Outcome(name, day, "failed", failed, time.perf_counter() - started,
-                       f"{exc.ename}: {' '.join(str(exc.evalue).split())}")
+                       f"{exc.ename}: {' '.join(str(exc.evalue).split())}", wall, _worker())
     finally:
         for key, value in saved_env.items():
             if value is None:
@@ -170,8 +183,26 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     _finish_metadata(nb, name, day, params, source, seconds)
     nbformat.write(nb, str(tmp))
     os.replace(tmp, output)
+    write_json(done_marker(output), {"source_sha": _sha(source), "parameters": dict(params)})
     output.with_name(f"Day{day}.failed.ipynb").unlink(missing_ok=True)
-    return Outcome(name, day, "ran", output, seconds)
+    return Outcome(name, day, "ran", output, seconds, "", wall, _worker())
+
+
+def _worker() -> str:
+    """Which process ran a job (host and pid), for the executor report."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _ipc_kernel_manager() -> type:
+    """A kernel manager on local IPC sockets (no TCP ports, no "unencrypted TCP" warning)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = "ipc"
+
+    return IPCKernelManager
 
 
 def _finish_metadata(nb: Any, model: str, day: int, params: Mapping[str, Any], source: Path, seconds: float) -> None:
@@ -187,13 +218,15 @@ def _finish_metadata(nb: Any, model: str, day: int, params: Mapping[str, Any], s
 
 
 def run_many(models: Sequence[str], days: Sequence[int], parameters: Mapping[str, Any] | None = None,
-             force: bool = False, log: Callable[[str], None] = print) -> list[Outcome]:
-    """Run Days for several models locally, in order; a failure does not stop the rest.
+             force: bool = False, log: Callable[[str], None] = print, executor: str = "local",
+             address: str | None = None, cpus_per_job: float = 1.0, gpus_per_job: float = 0.0,
+             jobs: int = 1) -> list[Outcome]:
+    """Run Days for several models; a failing model does not stop the others.
 
     Parameters
     ----------
     models : sequence of str
-        Models to run (per-model Days run for each; Day 6 runs once).
+        Models to run (per-model Days run for each; Day 6 runs once, after them).
     days : sequence of int
         Days to run.
     parameters : mapping, optional
@@ -202,32 +235,91 @@ def run_many(models: Sequence[str], days: Sequence[int], parameters: Mapping[str
         Re-run finished runs.
     log : callable
         Receives one line per finished job.
+    executor : str
+        ``local`` (one job after another) or ``ray`` (each job a Ray task).
+    address : str, optional
+        Ray cluster address (``auto`` for a running cluster; a local one is started when omitted).
+    cpus_per_job, gpus_per_job : float
+        Ray resources reserved per job.
+    jobs : int
+        Local executor only: how many models run at the same time (each model's Days stay in order).
 
     Returns
     -------
     list of Outcome
-        One per job, in order.
+        One per job, in plan order.
     """
-    outcomes = []
+    if executor == "ray":
+        from rrlib.distributed import run_many_ray
+
+        return run_many_ray(models, days, parameters, force, log, address, cpus_per_job, gpus_per_job)
+    if executor != "local":
+        raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'ray'")
+    if jobs > 1:
+        return _run_parallel(models, days, parameters, force, log, jobs)
+    outcomes: list[Outcome] = []
     for job in plan(models, days):
-        failed_before = any(o.status == "failed" and o.model == job[0] for o in outcomes)
-        if failed_before:
-            outcome = Outcome(resolve_model(job[0]).name, job[1], "failed", output_notebook(job[0], job[1]),
-                              error="skipped: an earlier Day of this model failed")
-        else:
-            outcome = run_day(job[0], job[1], job_parameters(job, models, parameters), force)
+        blocked = blocking_failure(job, outcomes)
+        outcome = blocked or run_day(job[0], job[1], job_parameters(job, models, parameters), force)
         outcomes.append(outcome)
         log(outcome.line())
     return outcomes
 
 
+def run_chain(model: str, days: Sequence[int], models: Sequence[str], parameters: Mapping[str, Any] | None,
+              force: bool, threads: int) -> list[Outcome]:
+    """One model's per-model Days in order, in a worker process (used by ``jobs > 1``)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # kernels share the cores instead of oversubscribing them
+    outcomes: list[Outcome] = []
+    for job in [(model, d) for d in days if d not in CROSS_MODEL_DAYS]:
+        outcomes.append(blocking_failure(job, outcomes) or run_day(job[0], job[1],
+                                                                   job_parameters(job, models, parameters), force))
+    return outcomes
+
+
+def _run_parallel(models: Sequence[str], days: Sequence[int], parameters: Mapping[str, Any] | None, force: bool,
+                  log: Callable[[str], None], jobs: int) -> list[Outcome]:
+    """Models in parallel worker processes, then the cross-model Days once all are done."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    names = [resolve_model(m).name for m in models]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    by_model: dict[str, list[Outcome]] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_chain, name, days, models, parameters, force, threads): name for name in names}
+        for future in as_completed(futures):
+            by_model[futures[future]] = future.result()
+            for outcome in by_model[futures[future]]:
+                log(outcome.line())
+    outcomes = [o for name in names for o in by_model[name]]
+    for job in plan(models, days):
+        if job[1] in CROSS_MODEL_DAYS:
+            outcome = blocking_failure(job, outcomes) or run_day(job[0], job[1], job_parameters(job, models, parameters),
+                                                                 force)
+            outcomes.append(outcome)
+            log(outcome.line())
+    return outcomes
+
+
+def blocking_failure(job: tuple[str, int], earlier: Sequence[Outcome]) -> Outcome | None:
+    """A failed Outcome for ``job`` if a job it depends on failed (an earlier Day of its model, or any model for Day 6)."""
+    model, day = job
+    cross = day in CROSS_MODEL_DAYS
+    failed = [o for o in earlier if o.status == "failed" and (cross or o.model == model)]
+    if not failed:
+        return None
+    return Outcome(model, day, "failed", output_notebook(model, day),
+                   error=f"skipped: {failed[0].model} Day{failed[0].day} failed first")
+
+
 CROSS_MODEL_DAYS = {6}  # Days that read every model's results and run once
-CROSS_MODEL_NAME = "all-models"
+CROSS_MODEL_NAME = "scaling"  # results/runs/scaling/Day6.ipynb
 
 
 def plan(models: Sequence[str], days: Sequence[int]) -> list[tuple[str, int]]:
     """Jobs in execution order: per-model Days model by model, then cross-model Days once."""
-    jobs = [(m, d) for m in models for d in days if d not in CROSS_MODEL_DAYS]
+    jobs = [(resolve_model(m).name, d) for m in models for d in days if d not in CROSS_MODEL_DAYS]
     jobs += [(CROSS_MODEL_NAME, d) for d in days if d in CROSS_MODEL_DAYS]
     return jobs
 

@@ -37,7 +37,7 @@ def tiny_organism(organism_cache: Path) -> str:
     from rrlib.config import OrganismSpec, register_organism
 
     register_organism(TINY, OrganismSpec(layers=1, hidden=32, heads=2, intermediate=64, vocab_size=512, epochs=1,
-                                         learning_rate=5e-3))
+                                         learning_rate=5e-3, corpus_fraction=0.25))
     previous = os.environ.get("RR_CACHE_DIR")
     os.environ["RR_CACHE_DIR"] = str(organism_cache)
     try:

@@ -104,3 +104,14 @@ def test_browser_check_catches_a_cdn_request(tmp_path):
     page = tmp_path / "leak.html"
     page.write_text('<html><body><script src="https://cdn.jsdelivr.net/npm/nothing@1/x.js"></script></body></html>')
     assert open_page(page).external_requests
+
+
+def test_every_saved_figure_has_a_png(book):
+    if chromium() is None:
+        pytest.skip("chromium is not installed")
+    figures_dir = book.parents[2] / "results" / "figures"
+    specs = sorted(figures_dir.rglob("*.json"))
+    assert specs, "no figures were saved"
+    for spec in specs:
+        png = spec.with_suffix(".png")
+        assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

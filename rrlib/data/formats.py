@@ -8,13 +8,15 @@ label) are dropped and counted in ``frame.attrs['notes']``.
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from rrlib.data.schema import (REQUIRED, display_path, read_csv_rows, read_jsonl_rows,
+from rrlib.data.schema import (REQUIRED, display_path, read_csv_rows, read_jsonl_rows, read_text,
                                require_columns, validate)
 from rrlib.errors import DataError
 
@@ -34,8 +36,32 @@ def _frame(rows: dict[str, list[Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _record_lines(path: str | Path, count: int) -> list[int]:
+    """The file line on which each of the ``count`` CSV data rows starts.
+
+    Quoted cells may span lines (HarmBench's ``ContextString`` does), so data row
+    ``i`` is not always line ``i + 2``. Falls back to that numbering if the csv
+    module does not see the same number of rows as pandas.
+    """
+    reader = csv.reader(io.StringIO(read_text(path)))
+    starts: list[int] = []
+    try:
+        while True:
+            start = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                break
+            if row:  # blank lines are skipped by pandas too
+                starts.append(start)
+    except csv.Error:
+        starts = []
+    starts = starts[1:]  # the header
+    return starts if len(starts) == count else [i + 2 for i in range(count)]
+
+
 def _csv_lines(frame: pd.DataFrame) -> list[int]:
-    return [int(i) + 2 for i in frame.index]
+    """File lines of the rows: :func:`load_any` indexes a CSV table by the line each row starts on."""
+    return [int(i) for i in frame.index]
 
 
 def _canonical(frame: pd.DataFrame, where: str, kind: str) -> tuple[pd.DataFrame, list[int]]:
@@ -58,11 +84,12 @@ def _harmbench(frame: pd.DataFrame, where: str, kind: str) -> tuple[pd.DataFrame
     copyright_rows = (frame["SemanticCategory"].str.lower() == "copyright") | (
         frame["FunctionalCategory"].str.lower() == "copyright")
     kept = frame[~copyright_rows]
+    fallback = [f"harmbench-{n:04d}" for n, keep in enumerate(~copyright_rows, start=1) if keep]
     context = kept["ContextString"].str.strip()
+    # HarmBench's own test cases put a contextual behaviour's context first: f"{context}\n\n---\n\n{behavior}".
     prompt = [f"{c}\n\n---\n\n{b}" if c else b for c, b in zip(context, kept["Behavior"])]
     out = _frame({
-        "id": kept["BehaviorID"].where(kept["BehaviorID"].str.strip() != "",
-                                       [f"harmbench-{i + 1:04d}" for i in kept.index]),
+        "id": kept["BehaviorID"].where(kept["BehaviorID"].str.strip() != "", fallback),
         "prompt": prompt, "category": kept["SemanticCategory"],
         "source": "harmbench:" + kept["FunctionalCategory"], "label": "harmful", "target": "",
     })
@@ -93,9 +120,9 @@ def _xstest(frame: pd.DataFrame, where: str, kind: str) -> tuple[pd.DataFrame, l
     label = frame["label"].str.strip().str.lower()
     unknown = sorted(set(label) - {"safe", "unsafe"})
     if unknown:
-        i = int(frame.index[label.isin(unknown)][0])
-        raise DataError(f"{where} line {i + 2}, column 'label': XSTest labels are 'safe' or 'unsafe', "
-                        f"got {frame['label'][i]!r}")
+        line = int(frame.index[label.isin(unknown)][0])
+        raise DataError(f"{where} line {line}, column 'label': XSTest labels are 'safe' or 'unsafe', "
+                        f"got {frame.loc[line, 'label']!r}; fix the label or delete the row")
     wanted = "unsafe" if kind == "harmful" else "safe"
     kept = frame[label == wanted]
     out = _frame({
@@ -134,15 +161,17 @@ def _chat(rows: list[tuple[int, dict[str, Any]]], where: str, kind: str) -> tupl
             raise DataError(f"{where} line {line}, field 'messages': expected a non-empty list of "
                             "{\"role\": ..., \"content\": ...} objects")
         for m in messages:
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise DataError(f"{where} line {line}, field 'messages': every message needs 'role' and 'content'")
-        users = [m["content"] for m in messages if m["role"] == "user"]
-        answers = [m["content"] for m in messages if m["role"] == "assistant"]
+            if not isinstance(m, dict) or "role" not in m or not isinstance(m.get("content"), str):
+                raise DataError(f"{where} line {line}, field 'messages': every message needs a 'role' and a "
+                                "string 'content'")
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
         if not users:
             raise DataError(f"{where} line {line}, field 'messages': no user message")
+        # The target is the reply to the last user turn, never an earlier turn's answer.
+        replies = [m["content"] for m in messages[users[-1] + 1:] if m["role"] == "assistant"]
         ids.append(str(obj.get("id", f"chat-{line:05d}")))
-        prompts.append(users[-1])
-        targets.append(answers[-1] if answers else "")
+        prompts.append(messages[users[-1]]["content"])
+        targets.append(replies[0] if replies else "")
         categories.append(str(obj.get("category", "")))
         lines.append(line)
     out = _frame({"id": ids, "prompt": prompts, "category": categories, "source": "chat-jsonl",
@@ -166,6 +195,10 @@ FORMATS: dict[str, Format] = {f.name: f for f in [
            "SORRY-Bench question.jsonl"),
     Format("chat", "jsonl", ("messages",), _chat, "chat JSONL {\"messages\": [...]}"),
 ]}
+
+
+_CSV_SUFFIXES = (".csv",)
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 def known_formats() -> str:
@@ -227,7 +260,10 @@ def load_any(path: str | Path, fmt: str | None = None, kind: str = "harmful") ->
         raise DataError(f"kind must be 'harmful' or 'benign', got {kind!r}")
     if fmt is not None and fmt not in FORMATS:
         raise DataError(f"{where}: unknown format {fmt!r}; known formats: {known_formats()}")
-    is_jsonl = Path(path).suffix.lower() in (".jsonl", ".ndjson") or (fmt is not None and FORMATS[fmt].kind == "jsonl")
+    suffix = Path(path).suffix.lower()
+    # The file name decides; an explicit format only decides for other suffixes (.txt, .json, none).
+    is_jsonl = suffix in _JSONL_SUFFIXES or (suffix not in _CSV_SUFFIXES and fmt is not None
+                                             and FORMATS[fmt].kind == "jsonl")
     if is_jsonl:
         rows = read_jsonl_rows(path)
         spec = FORMATS[fmt] if fmt else _detect_or_explain(set(rows[0][1]), "jsonl", where)
@@ -241,6 +277,7 @@ def load_any(path: str | Path, fmt: str | None = None, kind: str = "harmful") ->
         if spec.kind != "csv":
             raise DataError(f"{where}: format {spec.name!r} is a JSONL format, but this is a CSV file")
         require_columns(table, list(spec.columns), spec.name)
+        table.index = pd.Index(_record_lines(path, len(table)))
         frame, lines = spec.convert(table, where, kind)
     notes = list(frame.attrs.get("notes", []))
     messages = frame.attrs.get("messages")

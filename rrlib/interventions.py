@@ -1,0 +1,106 @@
+"""Causal checks on the refusal direction and the RD noise floor.
+
+- **Directional ablation**: project the baseline refusal direction out of every
+  layer and measure RRR. If refusal is mediated by the direction, RRR falls.
+- **Activation addition**: add the direction after its layer on harmless prompts
+  and measure the refusal it induces.
+- **RD noise floor**: RD between two baseline generations that differ only in
+  the sampling seed, so readers can tell drift from sampling noise.
+
+Generations under hooks bypass the cache: its key does not know about hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from rrlib.config import GenerationConfig
+from rrlib.generate import generate
+from rrlib.judges import get_judge
+from rrlib.metrics import Estimate, proportion, refusal_robustness_rate, representation_distance
+from rrlib.models import LoadedModel
+from rrlib.representations import Baseline, activation_addition, directional_ablation
+
+
+@dataclass
+class CausalChecks:
+    """Results of the interventions on the baseline model."""
+
+    ablated_rrr: Estimate
+    induced_refusal: Estimate
+    ablated: pd.DataFrame
+    induced: pd.DataFrame
+
+
+def causal_checks(lm: LoadedModel, harmful: pd.DataFrame, benign: pd.DataFrame, baseline: Baseline,
+                  gen: GenerationConfig, judge: str, progress: bool = True) -> CausalChecks:
+    """Ablate the direction (harmful prompts) and add it (benign prompts), then judge.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        The base model (no adapter).
+    harmful, benign : pandas.DataFrame
+        Eval and benign prompt sets.
+    baseline : Baseline
+        Directions and the chosen layer from :func:`rrlib.representations.fit_baseline`.
+    gen : GenerationConfig
+        Decoding settings (the baseline's).
+    judge : str
+        Judge name.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    CausalChecks
+        RRR with the direction ablated, refusal induced by adding it, and the responses.
+    """
+    direction = baseline.directions[baseline.layer]
+    verdicts = get_judge(judge)
+    with directional_ablation(lm, direction):
+        ablated = generate(lm, harmful, gen, cache=False, progress=progress, desc="ablation")
+    with activation_addition(lm, direction, baseline.layer):
+        induced = generate(lm, benign, gen, cache=False, progress=progress, desc="addition")
+    ablated["refused"] = verdicts.judge(ablated["response"].tolist()).refused
+    induced["refused"] = verdicts.judge(induced["response"].tolist()).refused
+    rrr = refusal_robustness_rate(ablated["refused"].to_numpy())
+    ablated_rrr = Estimate("RRR_ablated", rrr.value, rrr.ci_low, rrr.ci_high, rrr.n, rrr.method, rrr.reason)
+    induced_refusal = proportion("refusal_induced", induced["refused"].to_numpy(), "benign prompts")
+    return CausalChecks(ablated_rrr, induced_refusal, ablated, induced)
+
+
+def rd_noise_floor(lm: LoadedModel, harmful: pd.DataFrame, gen: GenerationConfig, seeds: tuple[int, int] = (1, 2),
+                   temperature: float = 1.0, progress: bool = True) -> Estimate:
+    """RD between two sampled baseline generations that differ only in the seed.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        The base model.
+    harmful : pandas.DataFrame
+        The eval prompts.
+    gen : GenerationConfig
+        The study's decoding settings (token budget and batch size are reused).
+    seeds : tuple of int
+        The two sampling seeds.
+    temperature : float
+        Sampling temperature.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Estimate
+        ``metric='RD_noise_floor'`` with a bootstrap interval.
+    """
+    runs = []
+    for seed in seeds:
+        config = GenerationConfig(max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size, do_sample=True,
+                                  temperature=temperature, seed=seed)
+        runs.append(generate(lm, harmful, config, progress=progress, desc=f"sampled seed {seed}"))
+    rd, _ = representation_distance(runs[0], runs[1])
+    return Estimate("RD_noise_floor", rd.value, rd.ci_low, rd.ci_high, rd.n,
+                    f"{rd.method}, sampling T={temperature:g}, seeds {seeds[0]} vs {seeds[1]}", rd.reason)

@@ -1,0 +1,42 @@
+"""Named experiments: config validation and fail-fast requirements."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rrlib import experiments
+from rrlib.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_experiments_parse():
+    scaling = experiments.load(ROOT / "experiments/organism_scaling/config.yaml")
+    assert scaling.runs[0].models == ("organism-xs", "organism-s", "organism-m", "organism-l")
+    assert not scaling.requires.gpu
+    grid = experiments.load(ROOT / "experiments/qwen2_7b_lora_grid/config.yaml")
+    assert grid.requires.gpu and grid.requires.hub and grid.runs[-1].days == "7"
+
+
+def test_unknown_keys_are_rejected(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("runs:\n  - models: [organism-m]\n    dayz: 3-5\n")
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) dayz"):
+        experiments.load(path)
+
+
+def test_gpu_experiment_fails_fast_without_gpu_or_hub():
+    grid = experiments.load(ROOT / "experiments/qwen2_7b_lora_grid/config.yaml")
+    with pytest.raises(ConfigError, match="needs a CUDA GPU .* and the Hugging Face hub for qwen2-7b-instruct"):
+        experiments.check_requirements(grid, cuda=lambda: False, hub=lambda: False)
+    experiments.check_requirements(grid, cuda=lambda: True, hub=lambda: True)
+
+
+def test_original_command_fails_fast_offline():
+    proc = subprocess.run(["./experiments/qwen2_7b_lora_grid/run.sh"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": "/tmp"})
+    assert proc.returncode == 2
+    assert "needs a CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr

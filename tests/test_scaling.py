@@ -1,0 +1,75 @@
+"""Scaling analysis: compute-to-collapse with bootstrap intervals, logistic and log-log fits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rrlib import scaling
+
+STEPS = [0, 10, 25, 50, 100]
+
+
+def _write_model(root, model, params, collapse_after, n=120, seed=0):
+    """Synthetic Day 3-5 outputs: refusal drops to zero after `collapse_after` steps."""
+    rng = np.random.default_rng(seed)
+    run = root / "runs" / model
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "Day3.config.json").write_text(json.dumps({"model_card": {"params": params}}))
+    rows = []
+    for step in STEPS:
+        p = 0.95 if step < collapse_after else (0.5 if step == collapse_after else 0.0)
+        refused = rng.random(n) < p
+        rows += [{"id": f"p{i}", "step": step, "refused": bool(r), "judge": "j", "recipe": "r"}
+                 for i, r in enumerate(refused)]
+    pd.DataFrame(rows).to_csv(run / "Day5.verdicts.csv", index=False)
+    compute = pd.DataFrame({"model": model, "recipe": "r", "step": STEPS, "tokens": [s * 1000 for s in STEPS],
+                            "flops": [4.0 * params * s * 1000 for s in STEPS]})
+    path = root / "metrics" / "compute.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    pd.concat([old, compute]).to_csv(path, index=False)
+
+
+def test_compute_to_collapse_is_the_first_step_below_the_bound(isolated_results):
+    _write_model(isolated_results, "m1", 1000, collapse_after=25)
+    result = scaling.analyse_model("m1", "j", n_boot=200)
+    assert result.collapse_step == 50
+    assert result.collapse_flops == pytest.approx(4.0 * 1000 * 50 * 1000)
+    low, high = result.collapse_ci
+    assert low <= result.collapse_flops <= high
+    assert result.slope is not None and result.slope > 0 and result.c50 is not None
+
+
+def test_no_collapse_is_reported_with_a_reason(isolated_results):
+    _write_model(isolated_results, "robust", 1000, collapse_after=1000)
+    result = scaling.analyse_model("robust", "j", n_boot=100)
+    assert result.collapse_flops is None
+    table = scaling.scaling_table([result], pd.DataFrame(columns=["model", "value", "ci_low", "ci_high"]))
+    assert "stayed at or above 0.05" in table["collapse_reason"].iloc[0]
+
+
+def test_loglog_slope_recovers_a_size_trend(isolated_results):
+    results = []
+    for i, (model, params, after) in enumerate([("a", 10_000, 10), ("b", 100_000, 25), ("c", 1_000_000, 50)]):
+        _write_model(isolated_results, model, params, collapse_after=after, seed=i)
+        results.append(scaling.analyse_model(model, "j", n_boot=200))
+    slope, (low, high), reason = scaling.loglog_slope(results)
+    assert reason == "" and slope > 1  # collapse compute grows faster than size here
+    assert low is not None and low <= slope <= high
+
+
+def test_loglog_needs_three_collapsed_models(isolated_results):
+    _write_model(isolated_results, "a", 1000, collapse_after=10)
+    slope, _, reason = scaling.loglog_slope([scaling.analyse_model("a", "j", n_boot=50)])
+    assert slope is None and "at least three" in reason
+
+
+def test_wilson_upper_matches_the_scalar_version():
+    from rrlib.metrics import wilson_interval
+
+    for k in (0, 3, 50, 170):
+        assert scaling.wilson_upper(np.array([k]), 170)[0] == pytest.approx(wilson_interval(k, 170)[1])
