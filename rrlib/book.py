@@ -294,7 +294,7 @@ def write_judges_page(root: Path | None = None) -> Path:
     result = validation.validate(judges.available())
     validation.write_validation(result, root / "results" / "metrics" / "judges")
     figure = figures.show(validation.confusion_figure(result), "judges_confusion", root=root / "results")
-    text = validation.validation_markdown(result) + "\n\n## Confusion matrices\n\n" + figure.html() + "\n"
+    text = validation.validation_markdown(result) + "\n\n## The confusion matrices as a figure\n\n" + figure.html() + "\n"
     return atomic_write_text(root / BOOK_DIR / "judges.md", text)
 
 

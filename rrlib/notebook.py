@@ -34,7 +34,8 @@ def setup() -> None:
         pass
 
 
-def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, caption: str | None = None) -> Any:
+def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, caption: str | None = None,
+          scientific: Sequence[str] = ()) -> Any:
     """Render a DataFrame as a plain, deterministic HTML table.
 
     Parameters
@@ -47,6 +48,8 @@ def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, caption: st
         Show the index.
     caption : str, optional
         A caption above the table.
+    scientific : sequence of str
+        Columns shown in scientific notation (FLOPs, token counts).
 
     Returns
     -------
@@ -56,8 +59,10 @@ def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, caption: st
     from IPython.display import HTML
 
     shown = frame.copy()
+    for column in scientific:
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{float(v):.3g}")
     for column in shown.columns:
-        if pd.api.types.is_float_dtype(shown[column]):
+        if column not in scientific and pd.api.types.is_float_dtype(shown[column]):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
     body = shown.to_html(index=index, border=0, classes="rr-table", escape=True, na_rep="")
     head = f"<p><strong>{html.escape(caption)}</strong></p>" if caption else ""

@@ -172,6 +172,10 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
             tmp.replace(failed)
         return Outcome(name, day, "failed", failed, time.perf_counter() - started,
                        f"{exc.ename}: {' '.join(str(exc.evalue).split())}", wall, _worker())
+    except Exception as exc:  # the kernel died or never started: report it, keep the other jobs going
+        tmp.unlink(missing_ok=True)
+        return Outcome(name, day, "failed", output, time.perf_counter() - started,
+                       f"{type(exc).__name__}: {' '.join(str(exc).split())}", wall, _worker())
     finally:
         for key, value in saved_env.items():
             if value is None:
@@ -197,10 +201,18 @@ def _worker() -> str:
 
 def _ipc_kernel_manager() -> type:
     """A kernel manager on local IPC sockets (no TCP ports, no "unencrypted TCP" warning)."""
+    import tempfile
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
         transport = "ipc"
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            # A private socket prefix per kernel: kernels started at once must not race for the same files.
+            self.ip = os.path.join(tempfile.gettempdir(), f"rr-kernel-{uuid.uuid4().hex[:12]}")
 
     return IPCKernelManager
 
