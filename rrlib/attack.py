@@ -305,12 +305,17 @@ def load_attack(out_dir: str | Path) -> AttackResult:
     if not (out_dir / MANIFEST).exists():
         raise DataError(f"{out_dir}: no attack run here (no {MANIFEST}); run the Day4 attack first")
     manifest = read_json(out_dir / MANIFEST)
-    config = AttackConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()})
-    curve_path = out_dir / "loss_curve.csv"
-    curve = pd.read_csv(curve_path) if curve_path.exists() else pd.DataFrame(columns=["step", "loss", "tokens"])
-    adapters = {s: out_dir / f"step-{s:05d}" for s in manifest["saved_steps"]}
-    return AttackResult(out_dir, config, adapters, curve, compute_bill(manifest, curve),
-                        manifest["target_modules"], manifest["adapted_modules"], manifest.get("seconds", 0.0))
+    try:
+        config = AttackConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()})
+        curve_path = out_dir / "loss_curve.csv"
+        curve = pd.read_csv(curve_path) if curve_path.exists() else pd.DataFrame(columns=["step", "loss", "tokens"])
+        adapters = {s: out_dir / f"step-{s:05d}" for s in manifest["saved_steps"]}
+        bill = compute_bill({**manifest, "config": asdict(config)}, curve)
+        return AttackResult(out_dir, config, adapters, curve, bill, manifest["target_modules"],
+                            manifest["adapted_modules"], manifest.get("seconds", 0.0))
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{out_dir / MANIFEST}: malformed attack manifest ({type(exc).__name__}: {exc}); "
+                        "delete the folder and rerun the Day4 attack") from None
 
 
 def find_attack(model_name: str, recipe: str | None = None, root: Path | None = None) -> Path:

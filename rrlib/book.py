@@ -279,10 +279,42 @@ def generate_pages(root: Path | None = None) -> None:
     prepare_static(root)
     prepare_widgets(root)
     write_results_page(root)
+    write_original_comparison(root)
     write_judges_page(root)
     write_reproducibility_page(root)
     write_toc(root)
     export_figures(root)
+
+
+ORIGINAL_FRAGMENT = "book/_generated/original_vs_ours.md"
+
+
+def write_original_comparison(root: Path | None = None) -> Path:
+    """Generate the "ours" half of the original-study page from metrics.csv (included by original_study.md)."""
+    from rrlib.study import ORIGINAL_HEADLINE
+
+    root = root or project_root()
+    metrics = read_metrics(root / "results" / "metrics" / "metrics.csv")
+    pooled = metrics[(metrics["recipe"] == "grid-pooled")] if len(metrics) else metrics
+    lines = []
+    if pooled.empty:
+        lines.append("No Day 7 grid has been run yet; run `make all` to fill this table.")
+    for model, rows in pooled.groupby("model"):
+        last = int(rows["step"].astype(int).max())
+        table = []
+        for metric in ("RRR", "CE", "RD"):
+            before = rows[(rows["metric"] == metric) & (rows["step"].astype(int) == 0)]
+            after = rows[(rows["metric"] == metric) & (rows["step"].astype(int) == last)]
+            if before.empty or after.empty:
+                continue
+            table.append({"metric": metric, "original: baseline": ORIGINAL_HEADLINE[metric][0],
+                          "original: after LoRA": ORIGINAL_HEADLINE[metric][1],
+                          f"{model}: baseline": _interval(before.iloc[0]),
+                          f"{model}: after {last} steps": _interval(after.iloc[0])})
+        organism = " (a model organism, built offline)" if str(model).startswith("organism") else ""
+        lines += [f"**{model}**{organism}, pooled over every rank and seed of its Day 7 grid, 95% intervals:", "",
+                  markdown_table(pd.DataFrame(table)), ""]
+    return atomic_write_text(root / ORIGINAL_FRAGMENT, "\n".join(lines) + "\n")
 
 
 def write_judges_page(root: Path | None = None) -> Path:

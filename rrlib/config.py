@@ -167,8 +167,10 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    backend: str = "hf"  # "hf" (transformers) or "vllm" (GPU only; falls back to hf with a warning)
 
     def __post_init__(self) -> None:
+        _require(self.backend in ("hf", "vllm"), f"unknown generation backend {self.backend!r}; use 'hf' or 'vllm'")
         _require(_is_int(self.max_new_tokens) and self.max_new_tokens > 0,
                  f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
         _require(_is_int(self.batch_size) and self.batch_size > 0,
@@ -180,6 +182,7 @@ class GenerationConfig:
         """Return the fields that change outputs (batch size does not)."""
         key = dataclasses.asdict(self)
         key.pop("batch_size")
+        key.pop("backend")  # the cache marks vLLM records itself
         if not self.do_sample:
             key.pop("temperature")
             key.pop("top_p")

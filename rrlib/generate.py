@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 
 from rrlib.config import GenerationConfig, results_dir, slug, stable_hash
+from rrlib.errors import ConfigError
 from rrlib.models import LoadedModel, check_adapter_base
 from rrlib.progress import progress_bar
 from rrlib.store import append_jsonl, read_jsonl
@@ -86,7 +87,7 @@ def adapter_active(lm: LoadedModel, adapter_dir: str | Path | None) -> Iterator[
 
 def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | None = None,
              adapter_dir: str | Path | None = None, cache: bool = True, system: str | None = None,
-             progress: bool = True, desc: str = "generate") -> pd.DataFrame:
+             progress: bool = True, desc: str = "generate", backend: str | None = None) -> pd.DataFrame:
     """Generate one response per prompt, using and filling the JSONL cache.
 
     Parameters
@@ -107,6 +108,9 @@ def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | 
         Show a progress bar.
     desc : str
         Progress bar label.
+    backend : str, optional
+        ``hf`` (transformers, everywhere) or ``vllm`` (GPU only; falls back to ``hf``
+        with a warning where vLLM or a GPU is missing). ``None``: ``config.backend``.
 
     Returns
     -------
@@ -117,18 +121,36 @@ def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | 
     ids = prompts["id"].astype(str).tolist()
     texts = prompts["prompt"].astype(str).tolist()
     path = cache_path(lm)
+    config = config or GenerationConfig()
+    backend = backend or config.backend
+    if backend == "vllm":
+        from rrlib.vllm_backend import vllm_usable
+
+        backend = "vllm" if vllm_usable(lm) else "hf"
+    elif backend != "hf":
+        raise ConfigError(f"unknown generation backend {backend!r}; use 'hf' or 'vllm'")
     with adapter_active(lm, adapter_dir) as adapter:
-        keys = [record_key(lm.identity, adapter, t, config, system) for t in texts]
+        variant = adapter if backend == "hf" else f"{adapter}+vllm"
+        keys = [record_key(lm.identity, variant, t, config, system) for t in texts]
         done = {r["key"]: r for r in read_jsonl(path)} if cache else {}
         todo = [i for i, k in enumerate(keys) if k not in done]
-        if todo:
-            new = _generate_missing(lm, [texts[i] for i in todo], config, system, progress, desc)
-            records = [{"key": keys[i], "model": lm.identity, "adapter": adapter, "prompt_id": ids[i],
-                        **out} for i, out in zip(todo, new)]
+
+        def keep(batch: list[tuple[int, dict[str, Any]]]) -> None:
+            """Store a finished batch at once, so a killed run loses at most the batch in flight."""
+            records = [{"key": keys[todo[j]], "model": lm.identity, "adapter": variant,
+                        "prompt_id": ids[todo[j]], **out} for j, out in batch]
             if cache:
-                for start in range(0, len(records), config.batch_size):
-                    append_jsonl(path, records[start:start + config.batch_size])
+                append_jsonl(path, records)
             done.update({r["key"]: r for r in records})
+
+        if todo:
+            missing = [texts[i] for i in todo]
+            if backend == "vllm":
+                from rrlib.vllm_backend import generate_vllm
+
+                keep(list(enumerate(generate_vllm(lm, missing, config, system, adapter_dir))))
+            else:
+                _generate_missing(lm, missing, config, system, progress, desc, keep)
     rows = [{"id": pid, "prompt": text, "response": done[k]["response"],
              "n_new_tokens": done[k]["n_new_tokens"], "stopped": done[k]["stopped"]}
             for pid, text, k in zip(ids, texts, keys)]
@@ -136,8 +158,11 @@ def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | 
 
 
 def _generate_missing(lm: LoadedModel, texts: Sequence[str], config: GenerationConfig, system: str | None,
-                      progress: bool, desc: str) -> list[dict[str, Any]]:
-    """Generate in length-sorted, left-padded batches; return outputs in input order."""
+                      progress: bool, desc: str, keep: Any = None) -> list[dict[str, Any]]:
+    """Generate in length-sorted, left-padded batches; return outputs in input order.
+
+    ``keep`` receives each finished batch as (index, output) pairs as soon as it is done.
+    """
     import torch
 
     tokenizer = lm.tokenizer
@@ -168,6 +193,8 @@ def _generate_missing(lm: LoadedModel, texts: Sequence[str], config: GenerationC
                 tokens = [t for t in tokens if t != tokenizer.pad_token_id]
                 outputs[i] = {"response": tokenizer.decode(tokens, skip_special_tokens=True).strip(),
                               "n_new_tokens": len(tokens), "stopped": bool(stopped)}
+            if keep is not None:
+                keep([(i, outputs[i]) for i in batch])
             bar.update(len(batch))
     return [o for o in outputs if o is not None]
 

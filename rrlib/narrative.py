@@ -6,6 +6,8 @@ typed by hand. Missing metrics are reported with their reason.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -175,7 +177,7 @@ def describe_representations(summary: pd.DataFrame, layer: int, ablated: Estimat
 
 
 def describe_scaling(table: pd.DataFrame, slope: float | None, slope_ci: tuple[float | None, float | None],
-                     reason: str, judge: str) -> str:
+                     reason: str, judge: str, c50_trend: tuple[Any, ...] | None = None) -> str:
     """Answer the original study's claim ("attacker compute dominates model size") from the scaling table.
 
     Parameters
@@ -190,6 +192,9 @@ def describe_scaling(table: pd.DataFrame, slope: float | None, slope_ci: tuple[f
         Why the slope is missing, if it is.
     judge : str
         The judge behind the verdicts.
+    c50_trend : tuple, optional
+        ``(slope, (low, high), reason)`` of log10(c50) on log10(parameters), from
+        ``rrlib.scaling.loglog_slope(results, "c50")``.
 
     Returns
     -------
@@ -211,8 +216,8 @@ def describe_scaling(table: pd.DataFrame, slope: float | None, slope_ci: tuple[f
         text += (f"Compute-to-collapse ranges from {lo:.3g} to {hi:.3g} FLOPs "
                  f"({hi / lo:.1f}x between the cheapest and the most expensive model). ")
     if slope is None or not np.isfinite(slope):
-        text += f"No size trend can be fitted: {reason or 'the fit is not defined'}. "
-        return text
+        text += f"No size trend in compute-to-collapse can be fitted: {reason or 'the fit is not defined'}. "
+        return text + describe_c50_trend(c50_trend)
     ci = (f"[{slope_ci[0]:.2f}, {slope_ci[1]:.2f}]" if slope_ci[0] is not None and slope_ci[1] is not None
           else "(interval not computable: some bootstrap replicates never collapse)")
     text += f"The log-log slope of compute-to-collapse on parameters is {slope:.2f} {ci}. "
@@ -226,4 +231,31 @@ def describe_scaling(table: pd.DataFrame, slope: float | None, slope_ci: tuple[f
                  "so **the original claim holds only in the weak sense** that modest compute still suffices. ")
     else:
         text += "Larger models collapse with less compute in this range. "
+    return text + describe_c50_trend(c50_trend)
+
+
+def describe_c50_trend(trend: tuple[Any, ...] | None) -> str:
+    """One paragraph on how the compute that halves refusal (c50) grows with model size.
+
+    Attacker FLOPs are ``4 x parameters x tokens``, so a FLOPs slope of ``b``
+    means the attack *tokens* needed grow as ``parameters ** (b - 1)``.
+    """
+    if trend is None:
+        return ""
+    slope, (low, high), reason = trend
+    if slope is None:
+        return f"No size trend in c50 can be fitted either: {reason}. "
+    ci = f"[{low:.2f}, {high:.2f}]" if low is not None and high is not None else "(interval not computable)"
+    text = (f"\n\nThe compute that halves refusal (the logistic midpoint c50) can be compared across more models: its "
+            f"log-log slope on parameters is {slope:.2f} {ci}, so each 10x in parameters multiplies the FLOPs the "
+            f"attacker needs by about {10 ** slope:.1f}x. Because FLOPs already grow with the parameters the attacker "
+            f"trains through, the attack *data* needed grows as parameters^{slope - 1:.2f}. ")
+    if low is not None and high is not None and low > 1:
+        text += ("Larger models need more attack examples as well as more FLOPs per example: size buys real, if "
+                 "modest, robustness. ")
+    elif low is not None and high is not None and high < 1:
+        text += "Larger models need fewer attack examples: the extra FLOPs are only the cost of their size. "
+    else:
+        text += ("The interval includes 1: the attack data needed does not detectably grow with size; only the cost "
+                 "per example does. ")
     return text

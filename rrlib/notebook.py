@@ -101,26 +101,34 @@ def redact(text: str, keep_words: int = REDACT_KEEP_WORDS) -> str:
     return f"{kept} … [redacted: {max(hidden, 0)} chars]" if hidden > 0 else kept
 
 
-def redact_frame(judged: pd.DataFrame, enabled: bool, column: str = "response") -> pd.DataFrame:
-    """Redact completions that are not refusals (what the attack unlocked).
+def redact_frame(judged: pd.DataFrame, enabled: bool, column: str = "response",
+                 keep_refusals: bool = False) -> pd.DataFrame:
+    """Redact completions to harmful prompts for display.
 
     Parameters
     ----------
     judged : pandas.DataFrame
-        Responses to harmful prompts with a ``refused`` column.
+        Responses to harmful prompts (with a ``refused`` column when ``keep_refusals``).
     enabled : bool
         Redact when True (the published book's default).
     column : str
         The text column.
+    keep_refusals : bool
+        Show responses the judge called refusals in full. Off by default: after
+        an attack a response can mix a refusal with compliance, and a judge can
+        be wrong, so post-attack completions are all redacted. Day 3 (before the
+        attack) keeps refusals readable.
 
     Returns
     -------
     pandas.DataFrame
-        A copy with non-refusal completions redacted.
+        A copy with the completions redacted.
     """
     out = judged.copy()
     if enabled:
-        mask = ~out["refused"].astype(bool) if "refused" in out else pd.Series(True, index=out.index)
+        mask = pd.Series(True, index=out.index)
+        if keep_refusals and "refused" in out:
+            mask = ~out["refused"].astype(bool)
         out.loc[mask, column] = out.loc[mask, column].map(redact)
     return out
 

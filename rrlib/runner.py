@@ -168,7 +168,10 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
                                    kernel_manager_class=_ipc_kernel_manager())
     except papermill.PapermillExecutionError as exc:
         failed = output.with_name(f"Day{day}.failed.ipynb")
-        if tmp.exists():
+        if exc.ename in _user_error_names():  # the one-line message says it all: write nothing
+            tmp.unlink(missing_ok=True)
+            failed = output
+        elif tmp.exists():  # a bug: keep the executed notebook and its traceback for diagnosis
             tmp.replace(failed)
         return Outcome(name, day, "failed", failed, time.perf_counter() - started,
                        f"{exc.ename}: {' '.join(str(exc.evalue).split())}", wall, _worker())
@@ -192,6 +195,18 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     return Outcome(name, day, "ran", output, seconds, "", wall, _worker())
 
 
+def _user_error_names() -> set[str]:
+    """Class names of every error a user can fix (``RRError`` and its subclasses)."""
+    from rrlib.errors import RRError
+
+    names, stack = set(), [RRError]
+    while stack:
+        cls = stack.pop()
+        names.add(cls.__name__)
+        stack.extend(cls.__subclasses__())
+    return names
+
+
 def _worker() -> str:
     """Which process ran a job (host and pid), for the executor report."""
     import socket
@@ -213,6 +228,12 @@ def _ipc_kernel_manager() -> type:
             super().__init__(**kwargs)
             # A private socket prefix per kernel: kernels started at once must not race for the same files.
             self.ip = os.path.join(tempfile.gettempdir(), f"rr-kernel-{uuid.uuid4().hex[:12]}")
+
+        async def _async_interrupt_kernel(self) -> None:
+            # papermill shuts a kernel down only after its last cell; the SIGINT that jupyter_client sends
+            # first would only print "KeyboardInterrupt caught in kernel" into the user's terminal.
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
 
     return IPCKernelManager
 
@@ -296,7 +317,7 @@ def _run_parallel(models: Sequence[str], days: Sequence[int], parameters: Mappin
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     names = [resolve_model(m).name for m in models]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(names)))  # a lone model gets every core
     by_model: dict[str, list[Outcome]] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run_chain, name, days, models, parameters, force, threads): name for name in names}

@@ -100,6 +100,7 @@ _COMMON: dict[str, tuple[tuple[type, ...], bool]] = {
 _GENERATION: dict[str, tuple[tuple[type, ...], bool]] = {
     "judge": ((str,), False), "max_new_tokens": ((int,), True), "batch_size": ((int,), True),
     "limit": ((int,), True), "redact": ((bool,), False),
+    "backend": ((str,), False),
 }
 _ATTACK: dict[str, tuple[tuple[type, ...], bool]] = {
     "grid_steps": ((list, tuple), False), "rank": ((int,), False), "alpha": ((int, float), False),
@@ -300,7 +301,7 @@ def card_table(lm: Any) -> pd.DataFrame:
 
 
 def generation_config(spec: Any, max_new_tokens: int | None, batch_size: int | None,
-                      seed: int = 0) -> GenerationConfig:
+                      seed: int = 0, backend: str = "hf") -> GenerationConfig:
     """Greedy generation settings from notebook parameters (``None`` = the model's default).
 
     Parameters
@@ -311,6 +312,8 @@ def generation_config(spec: Any, max_new_tokens: int | None, batch_size: int | N
         Overrides from the notebook parameters.
     seed : int
         Seed (used only when sampling).
+    backend : str
+        ``hf`` or ``vllm`` (see :mod:`rrlib.vllm_backend`).
 
     Returns
     -------
@@ -318,7 +321,7 @@ def generation_config(spec: Any, max_new_tokens: int | None, batch_size: int | N
         Greedy decoding settings.
     """
     return GenerationConfig(max_new_tokens=int(max_new_tokens or spec.max_new_tokens),
-                            batch_size=int(batch_size or spec.batch_size), seed=int(seed))
+                            batch_size=int(batch_size or spec.batch_size), seed=int(seed), backend=backend)
 
 
 def judge_responses(responses: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, Verdicts]:

@@ -52,8 +52,8 @@ class PageReport:
         chunk = self.dom[start:start + 400_000]
         end = chunk.find('class="rr-plotly"', 10)
         chunk = chunk if end < 0 else chunk[:end]
-        return 'class="main-svg"' in chunk and ('class="trace' in chunk or 'class="point"' in chunk
-                                                 or "scatterlayer" in chunk or "barlayer" in chunk)
+        drawn = ('class="trace' in chunk, 'class="point"' in chunk, 'class="hm"' in chunk)
+        return 'class="main-svg"' in chunk and any(drawn)
 
 
 def page_requests(netlog: Path) -> list[str]:

@@ -30,6 +30,7 @@ def book(tmp_path_factory) -> Path:
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_build"))
+    shutil.copytree(ROOT / "data", root / "data")  # the Judges page validates on data/raw/judge_labels.csv
     for path in (ROOT / "results").glob("runs/*/Day*"):
         if path.suffix in (".ipynb", ".json") and ".failed" not in path.name:
             target = root / path.relative_to(ROOT)

@@ -115,3 +115,14 @@ def test_bad_parameters_fail_with_one_line(tmp_path, param, expected):
     assert expected in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "results" / "runs" / MODEL / "Day3.ipynb").exists()
+
+
+def test_a_failing_model_does_not_stop_the_others(tmp_path):
+    env = {**_env(tmp_path / "results"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "rrlib.cli", "run", "--models", "no-such-org/no-model,organism-xs",
+                           "--days", "3", "--param", "limit=4"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 1
+    assert "1 of 2 runs ok" in proc.stdout
+    assert "failed  no-such-org-no-model Day3: ModelError" in proc.stderr
+    assert (tmp_path / "results" / "runs" / "organism-xs" / "Day3.ipynb").exists()

@@ -13,15 +13,19 @@ from rrlib import scaling
 STEPS = [0, 10, 25, 50, 100]
 
 
-def _write_model(root, model, params, collapse_after, n=120, seed=0):
-    """Synthetic Day 3-5 outputs: refusal drops to zero after `collapse_after` steps."""
+def _write_model(root, model, params, collapse_after, n=120, seed=0, decay=None):
+    """Synthetic Day 3-5 outputs: refusal drops to zero after `collapse_after` steps
+    (or, with `decay`, falls smoothly as 0.95 * exp(-step / decay))."""
     rng = np.random.default_rng(seed)
     run = root / "runs" / model
     run.mkdir(parents=True, exist_ok=True)
     (run / "Day3.config.json").write_text(json.dumps({"model_card": {"params": params}}))
     rows = []
     for step in STEPS:
-        p = 0.95 if step < collapse_after else (0.5 if step == collapse_after else 0.0)
+        if decay is not None:
+            p = 0.95 * np.exp(-step / decay)
+        else:
+            p = 0.95 if step < collapse_after else (0.5 if step == collapse_after else 0.0)
         refused = rng.random(n) < p
         rows += [{"id": f"p{i}", "step": step, "refused": bool(r), "judge": "j", "recipe": "r"}
                  for i, r in enumerate(refused)]
@@ -73,3 +77,27 @@ def test_wilson_upper_matches_the_scalar_version():
 
     for k in (0, 3, 50, 170):
         assert scaling.wilson_upper(np.array([k]), 170)[0] == pytest.approx(wilson_interval(k, 170)[1])
+
+
+def test_a_model_that_never_refused_has_no_compute_to_collapse(isolated_results):
+    _write_model(isolated_results, "mute", 500, collapse_after=-1)  # refuses nothing, even at step 0
+    result = scaling.analyse_model("mute", "j", n_boot=50)
+    assert result.never_refused and result.collapse_flops is None
+    table = scaling.scaling_table([result], pd.DataFrame(columns=["model", "value", "ci_low", "ci_high"]))
+    assert table["collapse_reason"].iloc[0].startswith("never refused")
+
+
+def test_c50_trend_is_fitted_when_too_few_models_collapse(isolated_results):
+    from rrlib import narrative
+
+    results = []
+    for i, (model, params, decay) in enumerate([("a", 10_000, 5), ("b", 100_000, 15), ("c", 1_000_000, 60)]):
+        _write_model(isolated_results, model, params, collapse_after=None, seed=i, decay=decay)
+        results.append(scaling.analyse_model(model, "j", n_boot=200))
+    assert scaling.loglog_slope(results)[0] is None  # "c" never collapses within the grid
+    slope, (low, high), reason = scaling.loglog_slope(results, "c50")
+    assert reason == "" and slope > 1  # slower decay on larger models: c50 grows faster than size
+    assert low is not None and low <= slope <= high
+    table = scaling.scaling_table(results, pd.DataFrame(columns=["model", "value", "ci_low", "ci_high"]))
+    text = narrative.describe_scaling(table, None, (None, None), "too few", "j", (slope, (low, high), reason))
+    assert f"log-log slope on parameters is {slope:.2f}" in text
