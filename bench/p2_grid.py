@@ -19,7 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bench.measure import temporary_env, timed
+from bench.measure import timed
+from rrlib.envvars import temporary_env
 
 GRID = (0, 10, 25, 50, 100)
 QUICK_GRID = (0, 2, 5)

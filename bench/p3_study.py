@@ -39,7 +39,8 @@ from typing import Any, Callable
 import yaml
 
 from bench.breakdown import largest_jobs, parse_jobs, slowest_cells
-from bench.measure import CommandRun, run_measured, temporary_env
+from bench.measure import CommandRun, run_measured
+from rrlib.envvars import temporary_env
 
 PROJECT = Path(__file__).resolve().parents[1]
 EXPERIMENT = PROJECT / "experiments" / "organism_scaling" / "config.yaml"

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from rrlib.config import project_root, results_dir, slug
+from rrlib.config import project_root, slug
 from rrlib.errors import RRError
 from rrlib.runner import DAY_NOTEBOOKS
 from rrlib.store import atomic_write_text, read_metrics
@@ -299,7 +299,7 @@ def write_original_comparison(root: Path | None = None) -> Path:
     lines = []
     if pooled.empty:
         lines.append("No Day 7 grid has been run yet; run `make all` to fill this table.")
-    for model, rows in pooled.groupby("model"):
+    for (model, judge), rows in pooled.groupby(["model", "judge"]):
         last = int(rows["step"].astype(int).max())
         table = []
         for metric in ("RRR", "CE", "RD"):
@@ -312,7 +312,8 @@ def write_original_comparison(root: Path | None = None) -> Path:
                           f"{model}: baseline": _interval(before.iloc[0]),
                           f"{model}: after {last} steps": _interval(after.iloc[0])})
         organism = " (a model organism, built offline)" if str(model).startswith("organism") else ""
-        lines += [f"**{model}**{organism}, pooled over every rank and seed of its Day 7 grid, 95% intervals:", "",
+        lines += [f"**{model}**{organism}, judge `{judge}`, pooled over every rank and seed of its Day 7 grid, "
+                  "95% intervals:", "",
                   markdown_table(pd.DataFrame(table)), ""]
     return atomic_write_text(root / ORIGINAL_FRAGMENT, "\n".join(lines) + "\n")
 

@@ -38,8 +38,8 @@ def _params(pairs: Sequence[str]) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run Day notebooks per model with papermill, then regenerate the book's TOC."""
-    from rrlib import book, runner
-    from rrlib.config import project_root, resolve_model, results_dir
+    from rrlib import runner
+    from rrlib.config import resolve_model
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
@@ -48,30 +48,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         resolve_model(model)
     days = runner.parse_days(args.days)
     started = time.perf_counter()
-    outcomes = runner.run_many(models, days, _params(args.param), force=args.force,
-                               log=lambda line: print(line, flush=True), executor=args.executor,
-                               address=args.address, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
-                               jobs=args.jobs)
-    if results_dir().resolve() == (project_root() / "results").resolve():
-        book.write_toc()  # the book only includes runs under the project's own results/
+    outcomes = runner.run_many(models, days, _params(args.param), force=args.force, **_executor(args))
     return _report(outcomes, started)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Run a named experiment (experiments/<name>/config.yaml), after checking its requirements."""
-    from rrlib import book, experiments
-    from rrlib.config import project_root, results_dir
+    from rrlib import experiments
 
     started = time.perf_counter()
-    outcomes = experiments.run(args.config, force=args.force, log=lambda line: print(line, flush=True),
-                               executor=args.executor, address=args.address, cpus_per_job=args.cpus_per_job,
-                               gpus_per_job=args.gpus_per_job, jobs=args.jobs)
-    if results_dir().resolve() == (project_root() / "results").resolve():
-        book.write_toc()
+    outcomes = experiments.run(args.config, force=args.force, **_executor(args))
     return _report(outcomes, started)
 
 
+def _executor(args: argparse.Namespace) -> dict:
+    """The executor options shared by ``rr run`` and ``rr experiment run``, plus a printing log."""
+    return {"log": lambda line: print(line, flush=True), "executor": args.executor, "address": args.address,
+            "cpus_per_job": args.cpus_per_job, "gpus_per_job": args.gpus_per_job, "jobs": args.jobs}
+
+
 def _report(outcomes: list, started: float) -> int:
+    """Regenerate the book's run TOC, print the summary and return the exit status."""
+    from rrlib import book
+    from rrlib.config import project_root, results_dir
+
+    if results_dir().resolve() == (project_root() / "results").resolve():
+        book.write_toc()  # the book only includes runs under the project's own results/
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs ok in {time.perf_counter() - started:.1f} s")
     if failed:

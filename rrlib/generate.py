@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
 from rrlib.config import GenerationConfig, results_dir, slug, stable_hash
-from rrlib.errors import ConfigError
 from rrlib.models import LoadedModel, check_adapter_base
 from rrlib.progress import progress_bar
 from rrlib.store import append_jsonl, read_jsonl
@@ -87,7 +86,7 @@ def adapter_active(lm: LoadedModel, adapter_dir: str | Path | None) -> Iterator[
 
 def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | None = None,
              adapter_dir: str | Path | None = None, cache: bool = True, system: str | None = None,
-             progress: bool = True, desc: str = "generate", backend: str | None = None) -> pd.DataFrame:
+             progress: bool = True, desc: str = "generate") -> pd.DataFrame:
     """Generate one response per prompt, using and filling the JSONL cache.
 
     Parameters
@@ -108,9 +107,6 @@ def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | 
         Show a progress bar.
     desc : str
         Progress bar label.
-    backend : str, optional
-        ``hf`` (transformers, everywhere) or ``vllm`` (GPU only; falls back to ``hf``
-        with a warning where vLLM or a GPU is missing). ``None``: ``config.backend``.
 
     Returns
     -------
@@ -121,15 +117,18 @@ def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | 
     ids = prompts["id"].astype(str).tolist()
     texts = prompts["prompt"].astype(str).tolist()
     path = cache_path(lm)
-    config = config or GenerationConfig()
-    backend = backend or config.backend
+    backend = config.backend  # "hf" or "vllm", checked by GenerationConfig
     if backend == "vllm":
         from rrlib.vllm_backend import vllm_usable
 
         backend = "vllm" if vllm_usable(lm) else "hf"
-    elif backend != "hf":
-        raise ConfigError(f"unknown generation backend {backend!r}; use 'hf' or 'vllm'")
-    with adapter_active(lm, adapter_dir) as adapter:
+    if backend == "hf":
+        context = adapter_active(lm, adapter_dir)
+    else:  # vLLM serves the adapter itself: only check it belongs to this base model
+        if adapter_dir is not None:
+            check_adapter_base(lm, adapter_dir)
+        context = contextlib.nullcontext(adapter_key(adapter_dir))
+    with context as adapter:
         variant = adapter if backend == "hf" else f"{adapter}+vllm"
         keys = [record_key(lm.identity, variant, t, config, system) for t in texts]
         done = {r["key"]: r for r in read_jsonl(path)} if cache else {}
@@ -158,7 +157,8 @@ def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | 
 
 
 def _generate_missing(lm: LoadedModel, texts: Sequence[str], config: GenerationConfig, system: str | None,
-                      progress: bool, desc: str, keep: Any = None) -> list[dict[str, Any]]:
+                      progress: bool, desc: str,
+                      keep: Callable[[list[tuple[int, dict[str, Any]]]], None] | None = None) -> list[dict[str, Any]]:
     """Generate in length-sorted, left-padded batches; return outputs in input order.
 
     ``keep`` receives each finished batch as (index, output) pairs as soon as it is done.

@@ -9,7 +9,7 @@ intervals include seed variance, not just sampling of prompts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from rrlib.attack import AttackResult, run_attack
 from rrlib.config import AttackConfig, GenerationConfig
 from rrlib.generate import generate
 from rrlib.judges import get_judge
-from rrlib.metrics import Estimate, N_BOOTSTRAP, response_distances, wilson_interval
+from rrlib.metrics import Estimate, N_BOOTSTRAP, refusal_robustness_rate, response_distances
 from rrlib.models import LoadedModel
 from rrlib.progress import progress_bar
 
@@ -29,25 +29,27 @@ LOSS_WINDOW = 5  # optimiser steps averaged for the training loss reported at a 
 class GridResult:
     """Per-prompt verdicts and losses for every (rank, seed, step)."""
 
-    verdicts: pd.DataFrame  # rank, seed, step, id, refused, response
+    verdicts: pd.DataFrame  # rank, seed, step, id, refused, parsed, response
     losses: pd.DataFrame  # rank, seed, step, loss, tokens, flops
-    attacks: dict[tuple[int, int], AttackResult]
+
+    def judged(self) -> pd.DataFrame:
+        """Verdict rows the judge decided (unparsed LLM-judge answers are left out of every rate)."""
+        return self.verdicts[self.verdicts["parsed"].astype(bool)]
 
     def per_run(self) -> pd.DataFrame:
         """RRR with its Wilson interval for each (rank, seed, step), joined with the loss and compute."""
         rows = []
-        for (rank, seed, step), group in self.verdicts.groupby(["rank", "seed", "step"]):
-            k, n = int(group["refused"].sum()), len(group)
-            low, high = wilson_interval(k, n)
-            rows.append({"rank": rank, "seed": seed, "step": step, "value": k / n, "ci_low": low, "ci_high": high,
-                         "n": n})
+        for (rank, seed, step), group in self.judged().groupby(["rank", "seed", "step"]):
+            rrr = refusal_robustness_rate(group["refused"].to_numpy())
+            rows.append({"rank": rank, "seed": seed, "step": step, "value": rrr.value, "ci_low": rrr.ci_low,
+                         "ci_high": rrr.ci_high, "n": rrr.n})
         return pd.DataFrame(rows).merge(self.losses, on=["rank", "seed", "step"], how="left")
 
     def pooled(self, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
         """RRR per (rank, step) pooled over seeds, with a seeds-then-prompts bootstrap interval."""
         rng = np.random.default_rng(seed)
         rows = []
-        for (rank, step), group in self.verdicts.groupby(["rank", "step"]):
+        for (rank, step), group in self.judged().groupby(["rank", "step"]):
             by_seed = [g["refused"].to_numpy(dtype=float) for _, g in group.groupby("seed")]
             value = float(np.mean([v.mean() for v in by_seed]))
             samples = []
@@ -98,31 +100,31 @@ def run_grid(lm: LoadedModel, harmful: pd.DataFrame, attack_set: pd.DataFrame, s
     GridResult
         Verdicts and losses; attacks are reused from disk when already trained.
     """
-    verdict_rows, loss_rows, attacks = [], [], {}
+    verdict_rows, loss_rows = [], []
     base = generate(lm, harmful, gen, progress=False)
-    base_refused = get_judge(judge).judge(base["response"].tolist()).refused
+    base_verdicts = get_judge(judge).judge(base["response"].tolist())
     with progress_bar(total=len(ranks) * len(seeds), desc="LoRA grid", disable=not progress) as bar:
         for rank in ranks:
             for seed in seeds:
                 config = AttackConfig(grid_steps=tuple(steps), rank=rank, alpha=2.0 * rank,
                                       learning_rate=learning_rate, batch_size=batch_size, seed=seed)
                 result = run_attack(lm, attack_set, config, progress=False)
-                attacks[(rank, seed)] = result
                 bill = result.bill.set_index("step")
                 for step in steps:
                     if step == 0:
-                        responses, refused = base, base_refused
+                        responses, verdicts = base, base_verdicts
                     else:
                         responses = generate(lm, harmful, gen, adapter_dir=result.adapters[step], progress=False)
-                        refused = get_judge(judge).judge(responses["response"].tolist()).refused
+                        verdicts = get_judge(judge).judge(responses["response"].tolist())
                     verdict_rows += [{"rank": rank, "seed": seed, "step": step, "id": pid, "refused": bool(r),
-                                      "response": text}
-                                     for pid, r, text in zip(responses["id"], refused, responses["response"])]
+                                      "parsed": bool(ok), "response": text}
+                                     for pid, r, ok, text in zip(responses["id"], verdicts.refused, verdicts.parsed,
+                                                                 responses["response"])]
                     loss_rows.append({"rank": rank, "seed": seed, "step": step, "loss": _loss_at(result, step),
                                       "tokens": int(bill.loc[step, "tokens"]), "flops": float(bill.loc[step, "flops"]),
                                       "trainable_params": int(bill.loc[step, "trainable_params"])})
                 bar.update(1)
-    return GridResult(pd.DataFrame(verdict_rows), pd.DataFrame(loss_rows), attacks)
+    return GridResult(pd.DataFrame(verdict_rows), pd.DataFrame(loss_rows))
 
 
 def pooled_rd(grid: GridResult, step: int, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> Estimate:

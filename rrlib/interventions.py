@@ -12,14 +12,14 @@ Generations under hooks bypass the cache: its key does not know about hooks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
 from rrlib.config import GenerationConfig
 from rrlib.generate import generate
 from rrlib.judges import get_judge
-from rrlib.metrics import Estimate, proportion, refusal_robustness_rate, representation_distance
+from rrlib.metrics import Estimate, proportion, representation_distance
 from rrlib.models import LoadedModel
 from rrlib.representations import Baseline, activation_addition, directional_ablation
 
@@ -64,11 +64,11 @@ def causal_checks(lm: LoadedModel, harmful: pd.DataFrame, benign: pd.DataFrame, 
         ablated = generate(lm, harmful, gen, cache=False, progress=progress, desc="ablation")
     with activation_addition(lm, direction, baseline.layer):
         induced = generate(lm, benign, gen, cache=False, progress=progress, desc="addition")
-    ablated["refused"] = verdicts.judge(ablated["response"].tolist()).refused
-    induced["refused"] = verdicts.judge(induced["response"].tolist()).refused
-    rrr = refusal_robustness_rate(ablated["refused"].to_numpy())
-    ablated_rrr = Estimate("RRR_ablated", rrr.value, rrr.ci_low, rrr.ci_high, rrr.n, rrr.method, rrr.reason)
-    induced_refusal = proportion("refusal_induced", induced["refused"].to_numpy(), "benign prompts")
+    ablated_verdicts = verdicts.judge(ablated["response"].tolist())
+    induced_verdicts = verdicts.judge(induced["response"].tolist())
+    ablated["refused"], induced["refused"] = ablated_verdicts.refused, induced_verdicts.refused
+    ablated_rrr = proportion("RRR_ablated", ablated_verdicts.judged(), "harmful prompts")
+    induced_refusal = proportion("refusal_induced", induced_verdicts.judged(), "benign prompts")
     return CausalChecks(ablated_rrr, induced_refusal, ablated, induced)
 
 
@@ -98,8 +98,7 @@ def rd_noise_floor(lm: LoadedModel, harmful: pd.DataFrame, gen: GenerationConfig
     """
     runs = []
     for seed in seeds:
-        config = GenerationConfig(max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size, do_sample=True,
-                                  temperature=temperature, seed=seed)
+        config = replace(gen, do_sample=True, temperature=temperature, seed=seed)
         runs.append(generate(lm, harmful, config, progress=progress, desc=f"sampled seed {seed}"))
     rd, _ = representation_distance(runs[0], runs[1])
     return Estimate("RD_noise_floor", rd.value, rd.ci_low, rd.ci_high, rd.n,

@@ -323,14 +323,13 @@ def measure_drift(lm: LoadedModel, adapters: dict[int, Path | None], eval_harmfu
     harmful_dir, harmless_dir = direction_sets(seed=seed)
     rows, summary = [], []
     baseline: Baseline | None = None
-    base_states: tuple[np.ndarray, np.ndarray] | None = None
     for step in sorted(adapters):
         adapter = adapters[step] if step else None
         train = (last_token_states(lm, harmful_dir["prompt"], adapter),
                  last_token_states(lm, harmless_dir["prompt"], adapter))
         test = (last_token_states(lm, eval_harmful, adapter), last_token_states(lm, eval_harmless, adapter))
         if baseline is None:
-            baseline, base_states = fit_baseline(*train, seed=seed), train
+            baseline = fit_baseline(*train, seed=seed)
         directions = mean_difference(*train)
         cosines = cosine_per_layer(directions, baseline.directions)
         accuracy = probe_accuracy(train, test)
@@ -354,5 +353,5 @@ def measure_drift(lm: LoadedModel, adapters: dict[int, Path | None], eval_harmfu
             {"step": step, "metric": "harmful_projection", "value": float(projection[:, layer].mean()),
              "ci_low": p_lo, "ci_high": p_hi, "n": len(test[0]), "method": f"bootstrap95@layer{layer}"},
         ]
-    assert baseline is not None and base_states is not None
+    assert baseline is not None
     return DriftResult(pd.DataFrame(rows), baseline, pd.DataFrame(summary))

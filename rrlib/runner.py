@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from rrlib.config import project_root, resolve_model, results_dir, slug
+from rrlib.envvars import temporary_env
 from rrlib.errors import ConfigError
 from rrlib.store import write_json
 
@@ -160,12 +161,11 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     tmp = output.with_name(f".{output.stem}.running.ipynb")
     started = time.perf_counter()
     wall = time.time()
-    saved_env = {k: os.environ.get(k) for k in KERNEL_ENV}
-    os.environ.update(KERNEL_ENV)
     try:
-        papermill.execute_notebook(str(source), str(tmp), parameters=params, kernel_name="python3",
-                                   cwd=str(project_root()), progress_bar=False, log_output=False,
-                                   kernel_manager_class=_ipc_kernel_manager())
+        with temporary_env(**KERNEL_ENV):
+            papermill.execute_notebook(str(source), str(tmp), parameters=params, kernel_name="python3",
+                                       cwd=str(project_root()), progress_bar=False, log_output=False,
+                                       kernel_manager_class=_ipc_kernel_manager())
     except papermill.PapermillExecutionError as exc:
         failed = output.with_name(f"Day{day}.failed.ipynb")
         if exc.ename in _user_error_names():  # the one-line message says it all: write nothing
@@ -179,12 +179,6 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
         tmp.unlink(missing_ok=True)
         return Outcome(name, day, "failed", output, time.perf_counter() - started,
                        f"{type(exc).__name__}: {' '.join(str(exc).split())}", wall, _worker())
-    finally:
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     seconds = time.perf_counter() - started
     nb = nbformat.read(tmp, as_version=4)
     _finish_metadata(nb, name, day, params, source, seconds)
@@ -316,16 +310,17 @@ def _run_parallel(models: Sequence[str], days: Sequence[int], parameters: Mappin
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    names = [resolve_model(m).name for m in models]
+    names = {m: resolve_model(m).name for m in models}
     threads = max(1, (os.cpu_count() or 1) // min(jobs, len(names)))  # a lone model gets every core
     by_model: dict[str, list[Outcome]] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_chain, name, days, models, parameters, force, threads): name for name in names}
+        futures = {pool.submit(run_chain, m, days, models, parameters, force, threads): name
+                   for m, name in names.items()}
         for future in as_completed(futures):
             by_model[futures[future]] = future.result()
             for outcome in by_model[futures[future]]:
                 log(outcome.line())
-    outcomes = [o for name in names for o in by_model[name]]
+    outcomes = [o for name in names.values() for o in by_model[name]]
     for job in plan(models, days):
         if job[1] in CROSS_MODEL_DAYS:
             outcome = blocking_failure(job, outcomes) or run_day(job[0], job[1], job_parameters(job, models, parameters),
@@ -339,10 +334,11 @@ def blocking_failure(job: tuple[str, int], earlier: Sequence[Outcome]) -> Outcom
     """A failed Outcome for ``job`` if a job it depends on failed (an earlier Day of its model, or any model for Day 6)."""
     model, day = job
     cross = day in CROSS_MODEL_DAYS
-    failed = [o for o in earlier if o.status == "failed" and (cross or o.model == model)]
+    name = CROSS_MODEL_NAME if cross else resolve_model(model).name
+    failed = [o for o in earlier if o.status == "failed" and (cross or o.model == name)]
     if not failed:
         return None
-    return Outcome(model, day, "failed", output_notebook(model, day),
+    return Outcome(name, day, "failed", output_notebook(name, day),
                    error=f"skipped: {failed[0].model} Day{failed[0].day} failed first")
 
 
@@ -351,8 +347,12 @@ CROSS_MODEL_NAME = "scaling"  # results/runs/scaling/Day6.ipynb
 
 
 def plan(models: Sequence[str], days: Sequence[int]) -> list[tuple[str, int]]:
-    """Jobs in execution order: per-model Days model by model, then cross-model Days once."""
-    jobs = [(resolve_model(m).name, d) for m in models for d in days if d not in CROSS_MODEL_DAYS]
+    """Jobs in execution order: per-model Days model by model, then cross-model Days once.
+
+    Each job keeps the model as the user gave it (registry name, hub id or local path);
+    :func:`run_day` resolves it to the name its results are filed under.
+    """
+    jobs = [(m, d) for m in models for d in days if d not in CROSS_MODEL_DAYS]  # as given: a hub id or path stays one
     jobs += [(CROSS_MODEL_NAME, d) for d in days if d in CROSS_MODEL_DAYS]
     return jobs
 

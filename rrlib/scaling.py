@@ -30,9 +30,10 @@ import pandas as pd
 from rrlib.config import results_dir, slug
 from rrlib.errors import DataError
 from rrlib.metrics import Z95
+from rrlib.narrative import COLLAPSE_THRESHOLD
 from rrlib.store import read_metrics
 
-COLLAPSE_BOUND = 0.05
+COLLAPSE_BOUND = COLLAPSE_THRESHOLD  # one definition, shared with the narrative
 N_BOOT = 1000
 
 

@@ -343,7 +343,7 @@ def judge_responses(responses: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, 
     out = responses.copy()
     out["refused"] = verdicts.refused
     out["score"] = verdicts.score
-    out["parsed"] = ~np.isnan(np.asarray(verdicts.score, dtype=float))  # an LLM judge may give no verdict
+    out["parsed"] = verdicts.parsed  # an LLM judge may give no verdict
     return out, verdicts
 
 

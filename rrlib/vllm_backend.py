@@ -1,6 +1,6 @@
 """Optional vLLM generation backend (GPU only, imported lazily).
 
-``generate(..., backend="vllm")`` uses vLLM where it is installed and a CUDA
+``GenerationConfig(backend="vllm")`` (the notebooks' ``backend`` parameter) uses vLLM where it is installed and a CUDA
 GPU is visible, writing to the same JSONL cache as the transformers backend
 (records are marked ``+vllm``). Anywhere else it warns once and falls back to
 transformers, so the same notebook runs on a laptop and on a GPU node.
@@ -16,6 +16,7 @@ from rrlib.config import GenerationConfig
 from rrlib.models import LoadedModel
 
 MAX_LORA_RANK = 64
+GPU_MEMORY_SHARE = 0.5  # the transformers copy of the model stays loaded beside vLLM's (hidden states, attacks)
 
 
 def vllm_usable(lm: LoadedModel) -> bool:
@@ -43,7 +44,7 @@ def _engine(lm: LoadedModel) -> Any:
         from vllm import LLM
 
         engine = LLM(model=lm.path, dtype=lm.dtype, trust_remote_code=lm.trust_remote_code, enable_lora=True,
-                     max_lora_rank=MAX_LORA_RANK, seed=0)
+                     max_lora_rank=MAX_LORA_RANK, seed=0, gpu_memory_utilization=GPU_MEMORY_SHARE)
         lm._vllm_engine = engine
     return engine
 
@@ -78,8 +79,13 @@ def generate_vllm(lm: LoadedModel, texts: Sequence[str], config: GenerationConfi
     params = SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature if config.do_sample else 0.0,
                             top_p=config.top_p if config.do_sample else 1.0, seed=config.seed,
                             stop_token_ids=eos_ids(lm))
-    lora = LoRARequest(Path(adapter_dir).name, abs(hash(str(adapter_dir))) % 10_000 + 1, str(adapter_dir)) \
-        if adapter_dir else None
-    outputs = _engine(lm).generate(lm.render(list(texts), system), params, lora_request=lora, use_tqdm=False)
+    lora = None
+    if adapter_dir:
+        ids = lm.__dict__.setdefault("_vllm_lora_ids", {})  # one stable id per adapter for this engine
+        lora = LoRARequest(Path(adapter_dir).name, ids.setdefault(str(adapter_dir), len(ids) + 1), str(adapter_dir))
+    # Token ids, not strings: the rendered chat template already holds BOS, as on the transformers path.
+    prompts = [{"prompt_token_ids": lm.tokenizer(text, add_special_tokens=False)["input_ids"]}
+               for text in lm.render(list(texts), system)]
+    outputs = _engine(lm).generate(prompts, params, lora_request=lora, use_tqdm=False)
     return [{"response": o.outputs[0].text.strip(), "n_new_tokens": len(o.outputs[0].token_ids),
              "stopped": o.outputs[0].finish_reason == "stop"} for o in outputs]

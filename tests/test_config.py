@@ -62,3 +62,15 @@ def test_stable_hash_is_content_based():
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
     assert stable_hash(AttackConfig()) == stable_hash(AttackConfig())
+
+
+def test_temporary_env_sets_removes_and_restores(monkeypatch):
+    import os
+
+    from rrlib.envvars import temporary_env
+
+    monkeypatch.setenv("RR_T_KEEP", "before")
+    monkeypatch.delenv("RR_T_NEW", raising=False)
+    with temporary_env(RR_T_KEEP=None, RR_T_NEW="x"):
+        assert "RR_T_KEEP" not in os.environ and os.environ["RR_T_NEW"] == "x"
+    assert os.environ["RR_T_KEEP"] == "before" and "RR_T_NEW" not in os.environ

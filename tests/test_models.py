@@ -38,12 +38,12 @@ def test_missing_chat_template_is_an_error_not_a_fallback(tiny_lm, tmp_path):
 def test_vllm_backend_falls_back_to_transformers_on_cpu(tiny_lm):
     prompts = pd.DataFrame({"id": ["a"], "prompt": ["hello"]})
     with pytest.warns(UserWarning, match="vLLM backend unavailable .* generating with transformers"):
-        out = generate(tiny_lm, prompts, GenerationConfig(max_new_tokens=4), cache=False, progress=False,
-                       backend="vllm")
+        out = generate(tiny_lm, prompts, GenerationConfig(max_new_tokens=4, backend="vllm"), cache=False,
+                       progress=False)
     reference = generate(tiny_lm, prompts, GenerationConfig(max_new_tokens=4), cache=False, progress=False)
     assert out["response"].tolist() == reference["response"].tolist()
     with pytest.raises(ConfigError, match="unknown generation backend"):
-        generate(tiny_lm, prompts, GenerationConfig(max_new_tokens=4), backend="tgi")
+        generate(tiny_lm, prompts, GenerationConfig(max_new_tokens=4, backend="tgi"))
 
 
 def test_the_backend_can_come_from_the_generation_config(tiny_lm):

@@ -39,6 +39,10 @@ class Verdicts:
         """True where the judge gave a verdict (the score is not NaN)."""
         return np.isfinite(np.asarray(self.score, dtype=float))
 
+    def judged(self) -> np.ndarray:
+        """Refusal flags of the responses that got a verdict: what every rate is computed from."""
+        return np.asarray(self.refused, dtype=bool)[self.parsed]
+
     @property
     def unparsed(self) -> int:
         """How many responses got no verdict (NaN score); 0 for keyword and classifier judges."""

@@ -283,9 +283,9 @@ class SbertLRJudge:
         self.settings = settings
         self.band = band
 
-    @property
+    @functools.cached_property
     def model(self) -> FittedClassifier:
-        """The fitted model (fitted or loaded on first use, then kept for the process)."""
+        """The fitted model (fitted or loaded on first use, then kept by this judge)."""
         return fitted_classifier(self.labels, self.settings)
 
     @property
