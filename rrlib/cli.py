@@ -151,7 +151,7 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-job", type=float, default=1.0, help="Ray CPUs reserved per job (default 1)")
     parser.add_argument("--gpus-per-job", type=float, default=0.0, help="Ray GPUs reserved per job (default 0)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="local executor: models run at the same time (each model's Days stay in order)")
+                        help="local executor: jobs at the same time; each waits only for the Days it reads (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """Run (model, Day) jobs as Ray tasks, for sweeps that outgrow one machine.
 
-Each job is one Ray task that executes one notebook with papermill. A model's
-Days run in order (each task waits for the previous one); Day 6 waits for
-every model. Jobs of different models run at the same time, on as many
+Each job is one Ray task that executes one notebook with papermill. A task
+waits for the jobs it depends on (:func:`rrlib.runner.dependencies`: a model's
+Days in order, Day 7 after Day 4, Day 6 after every model). Jobs of different models run at the same time, on as many
 workers as the cluster has. ``address=None`` starts a local cluster on this
 machine; ``address="auto"`` joins a running one.
 """
@@ -13,25 +13,25 @@ import os
 from typing import Any, Callable, Mapping, Sequence
 
 from rrlib.errors import ConfigError
-from rrlib.runner import CROSS_MODEL_DAYS, Outcome, blocking_failure, job_parameters, plan, run_day
+from rrlib.runner import Job, Outcome, blocked, dependencies, run_day
 
 FORWARDED_ENV = ("RR_RESULTS_DIR", "RR_CACHE_DIR", "RR_ROOT", "HF_HOME", "HF_HUB_OFFLINE", "HF_TOKEN")
 
 
-def _job(job: tuple[str, int], params: Mapping[str, Any], force: bool, *dependencies: Outcome) -> Outcome:
+def _job(job: Job, force: bool, *dependency_outcomes: Outcome) -> Outcome:
     """Ray task body: run one (model, Day) unless a job it depends on failed."""
-    blocked = blocking_failure(job, dependencies)
-    return blocked or run_day(job[0], job[1], params, force)
+    return blocked(job, dependency_outcomes) or run_day(job.model, job.day, job.params, force)
 
 
-def run_many_ray(models: Sequence[str], days: Sequence[int], parameters: Mapping[str, Any] | None, force: bool,
-                 log: Callable[[str], None], address: str | None = None, cpus_per_job: float = 1.0,
-                 gpus_per_job: float = 0.0) -> list[Outcome]:
+def run_jobs_ray(planned: Sequence[Job], force: bool, log: Callable[[str], None], address: str | None = None,
+                 cpus_per_job: float = 1.0, gpus_per_job: float = 0.0) -> list[Outcome]:
     """Submit every job to Ray with its dependencies and collect the outcomes in plan order.
 
     Parameters
     ----------
-    models, days, parameters, force, log
+    planned : sequence of Job
+        From :func:`rrlib.runner.plan_jobs`.
+    force, log
         As in :func:`rrlib.runner.run_many`.
     address : str, optional
         Ray address; ``None`` starts a local cluster.
@@ -54,22 +54,12 @@ def run_many_ray(models: Sequence[str], days: Sequence[int], parameters: Mapping
                  runtime_env={"env_vars": env})
     try:
         task = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus_per_job, max_retries=0)(_job)
-        refs: dict[tuple[str, int], Any] = {}
-        last_of_model: dict[str, Any] = {}
-        jobs = plan(models, days)
-        for job in jobs:
-            params = job_parameters(job, models, parameters)
-            cross = job[1] in CROSS_MODEL_DAYS
-            if cross:
-                deps = list(last_of_model.values())
-            else:
-                deps = [last_of_model[job[0]]] if job[0] in last_of_model else []
-            refs[job] = task.remote(job, params, force, *deps)
-            if not cross:
-                last_of_model[job[0]] = refs[job]
+        refs: list[Any] = []
+        for job, deps in zip(planned, dependencies(planned)):
+            refs.append(task.remote(job, force, *[refs[i] for i in deps]))
         outcomes = []
-        for job in jobs:
-            outcome = ray.get(refs[job])
+        for ref in refs:
+            outcome = ray.get(ref)
             outcomes.append(outcome)
             log(outcome.line())
         return outcomes

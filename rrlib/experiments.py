@@ -119,19 +119,21 @@ def check_requirements(experiment: Experiment, cuda: Callable[[], bool] | None =
 
 
 def run(path: str | Path, force: bool = False, log: Callable[[str], None] = print, **executor: Any) -> list[Any]:
-    """Check requirements, then run every ``rr run`` of the experiment in order.
+    """Check requirements, then run the experiment's runs as one plan.
+
+    The runs' jobs are planned in the order the config lists them, and each job
+    waits only for the jobs it reads (:func:`rrlib.runner.dependencies`), so with
+    ``jobs=2`` a later run's job can start while an earlier run is still going.
 
     Returns
     -------
     list of rrlib.runner.Outcome
-        All outcomes.
+        All outcomes, in plan order.
     """
     from rrlib import runner
 
     experiment = load(path)
     check_requirements(experiment)
-    outcomes = []
-    for spec in experiment.runs:
-        outcomes += runner.run_many(spec.models, runner.parse_days(spec.days), spec.params, force=force, log=log,
-                                    **executor)
-    return outcomes
+    planned = [job for spec in experiment.runs
+               for job in runner.plan_jobs(spec.models, runner.parse_days(spec.days), spec.params)]
+    return runner.run_jobs(planned, force=force, log=log, **executor)

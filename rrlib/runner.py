@@ -2,8 +2,9 @@
 
 Each (model, Day) runs ``notebooks/DayN_*.ipynb`` into
 ``results/runs/<model>/DayN.ipynb``. A finished run with the same parameters
-and the same source notebook is skipped unless forced; a failing model does
-not stop the others, and the failures are reported at the end. The executed
+and the same source notebook is skipped unless forced. Jobs run after the
+jobs whose results they read (:func:`dependencies`); a failure skips only those
+that read it, the others go on, and the failures are reported at the end. The executed
 notebook is written atomically, so a killed run never leaves a half-written
 notebook in the book.
 """
@@ -263,13 +264,34 @@ def run_many(models: Sequence[str], days: Sequence[int], parameters: Mapping[str
     log : callable
         Receives one line per finished job.
     executor : str
-        ``local`` (one job after another) or ``ray`` (each job a Ray task).
+        ``local`` (this machine) or ``ray`` (each job a Ray task).
     address : str, optional
         Ray cluster address (``auto`` for a running cluster; a local one is started when omitted).
     cpus_per_job, gpus_per_job : float
         Ray resources reserved per job.
     jobs : int
-        Local executor only: how many models run at the same time (each model's Days stay in order).
+        Local executor only: how many jobs run at the same time (each waits for the Days it reads).
+
+    Returns
+    -------
+    list of Outcome
+        One per job, in plan order.
+    """
+    return run_jobs(plan_jobs(models, days, parameters), force, log, executor, address, cpus_per_job, gpus_per_job,
+                    jobs)
+
+
+def run_jobs(planned: Sequence[Job], force: bool = False, log: Callable[[str], None] = print,
+             executor: str = "local", address: str | None = None, cpus_per_job: float = 1.0,
+             gpus_per_job: float = 0.0, jobs: int = 1) -> list[Outcome]:
+    """Run planned jobs, each after the jobs it depends on (see :func:`dependencies`).
+
+    Parameters
+    ----------
+    planned : sequence of Job
+        From :func:`plan_jobs` (an experiment concatenates the plans of its runs).
+    force, log, executor, address, cpus_per_job, gpus_per_job, jobs
+        As in :func:`run_many`.
 
     Returns
     -------
@@ -277,84 +299,113 @@ def run_many(models: Sequence[str], days: Sequence[int], parameters: Mapping[str
         One per job, in plan order.
     """
     if executor == "ray":
-        from rrlib.distributed import run_many_ray
+        from rrlib.distributed import run_jobs_ray
 
-        return run_many_ray(models, days, parameters, force, log, address, cpus_per_job, gpus_per_job)
+        return run_jobs_ray(planned, force, log, address, cpus_per_job, gpus_per_job)
     if executor != "local":
         raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'ray'")
     if jobs > 1:
-        return _run_parallel(models, days, parameters, force, log, jobs)
+        from rrlib.schedule import run_parallel
+
+        return run_parallel(planned, force, log, jobs)
+    needs = dependencies(planned)
     outcomes: list[Outcome] = []
-    for job in plan(models, days):
-        blocked = blocking_failure(job, outcomes)
-        outcome = blocked or run_day(job[0], job[1], job_parameters(job, models, parameters), force)
+    for job, deps in zip(planned, needs):
+        outcome = blocked(job, [outcomes[i] for i in deps]) or run_day(job.model, job.day, job.params, force)
         outcomes.append(outcome)
         log(outcome.line())
     return outcomes
 
 
-def run_chain(model: str, days: Sequence[int], models: Sequence[str], parameters: Mapping[str, Any] | None,
-              force: bool, threads: int) -> list[Outcome]:
-    """One model's per-model Days in order, in a worker process (used by ``jobs > 1``)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # kernels share the cores instead of oversubscribing them
-    outcomes: list[Outcome] = []
-    for job in [(model, d) for d in days if d not in CROSS_MODEL_DAYS]:
-        outcomes.append(blocking_failure(job, outcomes) or run_day(job[0], job[1],
-                                                                   job_parameters(job, models, parameters), force))
-    return outcomes
+@dataclass(frozen=True)
+class Job:
+    """One (model, Day) to execute, with its papermill parameters.
 
+    ``model`` is kept as the user gave it (registry name, hub id or local
+    path); :func:`run_day` resolves it to the name its results are filed under.
+    """
 
-def _run_parallel(models: Sequence[str], days: Sequence[int], parameters: Mapping[str, Any] | None, force: bool,
-                  log: Callable[[str], None], jobs: int) -> list[Outcome]:
-    """Models in parallel worker processes, then the cross-model Days once all are done."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    model: str
+    day: int
+    params: Mapping[str, Any]
 
-    names = {m: resolve_model(m).name for m in models}
-    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(names)))  # a lone model gets every core
-    by_model: dict[str, list[Outcome]] = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_chain, m, days, models, parameters, force, threads): name
-                   for m, name in names.items()}
-        for future in as_completed(futures):
-            by_model[futures[future]] = future.result()
-            for outcome in by_model[futures[future]]:
-                log(outcome.line())
-    outcomes = [o for name in names.values() for o in by_model[name]]
-    for job in plan(models, days):
-        if job[1] in CROSS_MODEL_DAYS:
-            outcome = blocking_failure(job, outcomes) or run_day(job[0], job[1], job_parameters(job, models, parameters),
-                                                                 force)
-            outcomes.append(outcome)
-            log(outcome.line())
-    return outcomes
-
-
-def blocking_failure(job: tuple[str, int], earlier: Sequence[Outcome]) -> Outcome | None:
-    """A failed Outcome for ``job`` if a job it depends on failed (an earlier Day of its model, or any model for Day 6)."""
-    model, day = job
-    cross = day in CROSS_MODEL_DAYS
-    name = CROSS_MODEL_NAME if cross else resolve_model(model).name
-    failed = [o for o in earlier if o.status == "failed" and (cross or o.model == name)]
-    if not failed:
-        return None
-    return Outcome(name, day, "failed", output_notebook(name, day),
-                   error=f"skipped: {failed[0].model} Day{failed[0].day} failed first")
+    @property
+    def name(self) -> str:
+        """The name the job's results are filed under (``scaling`` for cross-model Days)."""
+        return CROSS_MODEL_NAME if self.day in CROSS_MODEL_DAYS else resolve_model(self.model).name
 
 
 CROSS_MODEL_DAYS = {6}  # Days that read every model's results and run once
 CROSS_MODEL_NAME = "scaling"  # results/runs/scaling/Day6.ipynb
+# The earlier Days of its model that a Day reads; a Day not listed waits for all of its model's earlier Days.
+# Day 7 needs only the model (Day 3 builds an organism) and Day 4's attack, so it can run beside Day 5.
+DAY_READS = {7: {3, 4}}
+
+
+def plan_jobs(models: Sequence[str], days: Sequence[int], parameters: Mapping[str, Any] | None = None) -> list[Job]:
+    """Jobs in execution order: per-model Days model by model, then cross-model Days once.
+
+    Parameters
+    ----------
+    models : sequence of str
+        Models as the user named them.
+    days : sequence of int
+        Days to run.
+    parameters : mapping, optional
+        Papermill parameters for every job; cross-model Days also get ``models``.
+
+    Returns
+    -------
+    list of Job
+        The plan.
+    """
+    pairs = [(m, d) for m in models for d in days if d not in CROSS_MODEL_DAYS]
+    pairs += [(CROSS_MODEL_NAME, d) for d in days if d in CROSS_MODEL_DAYS]
+    return [Job(m, d, job_parameters((m, d), models, parameters)) for m, d in pairs]
 
 
 def plan(models: Sequence[str], days: Sequence[int]) -> list[tuple[str, int]]:
-    """Jobs in execution order: per-model Days model by model, then cross-model Days once.
+    """The (model, Day) pairs of :func:`plan_jobs`, in execution order."""
+    return [(job.model, job.day) for job in plan_jobs(models, days)]
 
-    Each job keeps the model as the user gave it (registry name, hub id or local path);
-    :func:`run_day` resolves it to the name its results are filed under.
+
+def dependencies(planned: Sequence[Job]) -> list[list[int]]:
+    """For each job, the indices of the earlier jobs it must wait for.
+
+    A per-model Day waits for the earlier jobs of its model whose Day it reads
+    (:data:`DAY_READS`; by default every earlier Day), and for an earlier run of
+    the same Day. A cross-model Day waits for every earlier job of the models it
+    reads whose Day comes before it.
+
+    Parameters
+    ----------
+    planned : sequence of Job
+        The plan.
+
+    Returns
+    -------
+    list of list of int
+        Dependencies per job, as indices into ``planned``.
     """
-    jobs = [(m, d) for m in models for d in days if d not in CROSS_MODEL_DAYS]  # as given: a hub id or path stays one
-    jobs += [(CROSS_MODEL_NAME, d) for d in days if d in CROSS_MODEL_DAYS]
-    return jobs
+    names = [job.name for job in planned]
+    out: list[list[int]] = []
+    for i, job in enumerate(planned):
+        if job.day in CROSS_MODEL_DAYS:
+            reads = {resolve_model(m).name for m in job.params.get("models", [])}
+            out.append([j for j in range(i) if planned[j].day < job.day and names[j] in reads])
+        else:
+            days = DAY_READS.get(job.day, set(range(job.day))) | {job.day}
+            out.append([j for j in range(i) if names[j] == names[i] and planned[j].day in days])
+    return out
+
+
+def blocked(job: Job, dependency_outcomes: Sequence[Outcome]) -> Outcome | None:
+    """A failed Outcome for ``job`` if a job it depends on failed, else ``None``."""
+    failed = [o for o in dependency_outcomes if o.status == "failed"]
+    if not failed:
+        return None
+    return Outcome(job.name, job.day, "failed", output_notebook(job.name, job.day),
+                   error=f"skipped: {failed[0].model} Day{failed[0].day} failed first")
 
 
 def job_parameters(job: tuple[str, int], models: Sequence[str],

@@ -183,6 +183,12 @@ def analyse_model(model: str, judge: str, recipe: str | None = None, n_boot: int
     verdicts = verdicts[verdicts["recipe"] == recipe]
     if verdicts.empty:
         raise DataError(f"{path}: no verdicts for judge {judge!r} and recipe {recipe!r}")
+    if "parsed" in verdicts:  # a prompt the judge gave no verdict on at some step is left out at every step
+        unjudged = set(verdicts.loc[~verdicts["parsed"].astype(bool), "id"])
+        verdicts = verdicts[~verdicts["id"].isin(unjudged)]
+        if verdicts.empty:
+            raise DataError(f"{path}: judge {judge!r} gave no verdict on any prompt at some step; "
+                            "use a keyword judge or check the LLM judge's answers")
     table = verdicts.pivot(index="id", columns="step", values="refused").sort_index(axis=1)
     compute = pd.read_csv(root / "metrics" / "compute.csv")
     compute = compute[(compute["model"] == model) & (compute["recipe"] == recipe)].set_index("step")

@@ -15,8 +15,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from rrlib.config import results_dir
@@ -228,7 +229,7 @@ def read_metrics(path: str | Path | None = None) -> pd.DataFrame:
 
 
 def upsert_table(path: str | Path, rows: Sequence[dict[str, Any]], key: Sequence[str],
-                 columns: Sequence[str]) -> pd.DataFrame:
+                 columns: Sequence[str], replace: Sequence[Mapping[str, Any]] = ()) -> pd.DataFrame:
     """Insert or replace rows of a CSV table by key, atomically and under a lock.
 
     Parameters
@@ -241,6 +242,9 @@ def upsert_table(path: str | Path, rows: Sequence[dict[str, Any]], key: Sequence
         Columns that identify a row.
     columns : sequence of str
         Column order of the table.
+    replace : sequence of mapping
+        Scopes to clear first: existing rows whose columns equal every value of
+        one of these mappings are dropped before the new rows go in.
 
     Returns
     -------
@@ -256,6 +260,9 @@ def upsert_table(path: str | Path, rows: Sequence[dict[str, Any]], key: Sequence
                 if column not in old.columns:
                     old[column] = None
             old = old[list(columns)]
+            for scope in replace:
+                inside = np.logical_and.reduce([old[c].astype(str) == str(v) for c, v in scope.items()])
+                old = old[~inside]
             combined = pd.concat([old.astype(object), new.astype(object)], ignore_index=True)
         else:
             combined = new.astype(object)
@@ -265,7 +272,8 @@ def upsert_table(path: str | Path, rows: Sequence[dict[str, Any]], key: Sequence
     return combined
 
 
-def upsert_metrics(rows: Sequence[dict[str, Any]], path: str | Path | None = None) -> pd.DataFrame:
+def upsert_metrics(rows: Sequence[dict[str, Any]], path: str | Path | None = None,
+                   replace: Sequence[Mapping[str, Any]] = ()) -> pd.DataFrame:
     """Insert or replace rows of ``results/metrics/metrics.csv``.
 
     Parameters
@@ -274,10 +282,12 @@ def upsert_metrics(rows: Sequence[dict[str, Any]], path: str | Path | None = Non
         Rows with the :data:`METRIC_COLUMNS` keys.
     path : str or Path, optional
         Defaults to :func:`metrics_path`.
+    replace : sequence of mapping
+        Scopes whose older rows are dropped first (see :func:`upsert_table`).
 
     Returns
     -------
     pandas.DataFrame
         The full table after the update.
     """
-    return upsert_table(Path(path) if path else metrics_path(), rows, METRIC_KEY, METRIC_COLUMNS)
+    return upsert_table(Path(path) if path else metrics_path(), rows, METRIC_KEY, METRIC_COLUMNS, replace)

@@ -101,3 +101,17 @@ def test_c50_trend_is_fitted_when_too_few_models_collapse(isolated_results):
     table = scaling.scaling_table(results, pd.DataFrame(columns=["model", "value", "ci_low", "ci_high"]))
     text = narrative.describe_scaling(table, None, (None, None), "too few", "j", (slope, (low, high), reason))
     assert f"log-log slope on parameters is {slope:.2f}" in text
+
+
+def test_prompts_an_llm_judge_left_unjudged_are_left_out(isolated_results):
+    """An unparsed verdict is not a compliance: the prompt is dropped at every step, not counted as not refused."""
+    _write_model(isolated_results, "m1", 1000, collapse_after=1000)  # refuses ~95% at every step
+    path = scaling.verdicts_path("m1", isolated_results)
+    verdicts = pd.read_csv(path)
+    verdicts["parsed"] = True
+    unjudged = verdicts["id"].isin([f"p{i}" for i in range(40)]) & (verdicts["step"] == 100)
+    verdicts.loc[unjudged, ["parsed", "refused"]] = [False, False]  # what save_verdicts writes for no verdict
+    verdicts.to_csv(path, index=False)
+    result = scaling.analyse_model("m1", "j", n_boot=50)
+    assert result.refused.shape[0] == 80
+    assert result.refused[:, -1].mean() > 0.85  # the unjudged prompts did not drag step 100's rate down

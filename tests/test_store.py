@@ -53,3 +53,25 @@ def test_concurrent_writers_lose_no_rows(tmp_path):
     table = pd.read_csv(path)
     assert len(table) == 40
     assert sorted(table["model"].unique()) == ["model-a", "model-b"]
+
+
+def test_a_rerun_replaces_its_scope_and_leaves_other_scopes(tmp_path, monkeypatch):
+    """Rows an earlier run of the same (model, Day, recipe) wrote, and the rerun no longer writes, are dropped."""
+    from rrlib.metrics import Estimate
+    from rrlib.study import Run
+
+    monkeypatch.setenv("RR_RESULTS_DIR", str(tmp_path))
+    est = Estimate("RRR", 0.5, 0.4, 0.6, 10, "wilson95")
+    old = Run("organism-m", 5, {"limit": 1})
+    old.record([est], judge="gcg29", step=10, recipe="lora-a")  # a row the rerun will not write
+    old.record([est], judge="arditi12", step=100, recipe="lora-a")
+    old.record([est], judge="arditi12", step=100, recipe="lora-b")  # another recipe: kept
+    Run("organism-m", 3).record([est], judge="arditi12")  # another Day: kept
+    new = Run("organism-m", 5, {"limit": 2})
+    new.record([Estimate("RRR", 0.1, 0.0, 0.2, 10, "wilson95")], judge="arditi12", step=100, recipe="lora-a")
+    new.record([est], judge="arditi12", step=200, recipe="lora-a")  # a second write keeps the first
+    table = store.read_metrics(tmp_path / "metrics" / "metrics.csv")
+    scoped = table[(table["day"] == 5) & (table["recipe"] == "lora-a")]
+    assert sorted(scoped["step"]) == [100, 200] and set(scoped["run_id"]) == {new.run_id}
+    assert scoped.set_index("step").loc[100, "value"] == 0.1
+    assert len(table[table["recipe"] == "lora-b"]) == 1 and len(table[table["day"] == 3]) == 1

@@ -1,0 +1,97 @@
+"""The local parallel executor: jobs wait for what they read, failures skip their dependents."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from rrlib import runner, schedule
+
+FAMILY = ["organism-xs", "organism-s", "organism-m", "organism-l"]
+
+
+def experiment_plan() -> list[runner.Job]:
+    """The shape of experiments/organism_scaling: Days 3, 4, 5-6 for the family, then Day 7 on the largest."""
+    planned = []
+    for models, days in ((FAMILY, [3]), (FAMILY, [4]), (FAMILY, [5, 6]), (["organism-l"], [7])):
+        planned += runner.plan_jobs(models, days, {"log": "unused"})
+    return planned
+
+
+def test_dependencies_follow_what_each_day_reads():
+    planned = experiment_plan()
+    index = {(job.name, job.day): i for i, job in enumerate(planned)}
+    needs = runner.dependencies(planned)
+
+    def deps(name, day):
+        return {(planned[j].name, planned[j].day) for j in needs[index[(name, day)]]}
+
+    assert deps("organism-m", 3) == set()
+    assert deps("organism-m", 4) == {("organism-m", 3)}
+    assert deps("organism-m", 5) == {("organism-m", 3), ("organism-m", 4)}
+    assert deps("organism-l", 7) == {("organism-l", 3), ("organism-l", 4)}  # not Day 5: it runs beside it
+    assert deps("scaling", 6) == {(m, d) for m in FAMILY for d in (3, 4, 5)}
+
+
+def test_a_rerun_of_the_same_day_waits_for_the_first():
+    planned = runner.plan_jobs(["organism-m"], [3]) + runner.plan_jobs(["organism-m"], [3], {"limit": 5})
+    assert runner.dependencies(planned) == [[], [0]]
+
+
+def test_the_longest_chain_starts_first():
+    planned = experiment_plan()
+    priority = schedule.critical_path(planned, runner.dependencies(planned))
+    by_job = {(job.name, job.day): p for job, p in zip(planned, priority)}
+    assert by_job[("organism-l", 3)] > max(by_job[(m, 3)] for m in FAMILY[:3])
+    assert by_job[("organism-l", 7)] > by_job[("organism-l", 5)]
+
+
+def fake_run_day(model, day, params, force):
+    """Stands in for run_day in the worker processes: logs start and end, fails where told."""
+    name = runner.Job(model, day, params).name
+    log = params["log"]
+    with open(log, "a") as handle:
+        handle.write(json.dumps({"job": [name, day], "event": "start", "t": time.time(), "pid": os.getpid(),
+                                 "threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
+    time.sleep(0.3)
+    status = "failed" if (name, day) == tuple(params.get("fail", ())) else "ran"
+    with open(log, "a") as handle:
+        handle.write(json.dumps({"job": [name, day], "event": "end", "t": time.time()}) + "\n")
+    return runner.Outcome(name, day, status, runner.output_notebook(name, day), 0.3, "boom" * (status == "failed"))
+
+
+def run_plan(tmp_path, fail=()):
+    log = tmp_path / "events.jsonl"
+    planned = []
+    for models, days in ((FAMILY, [3]), (FAMILY, [4]), (FAMILY, [5, 6]), (["organism-l"], [7])):
+        planned += runner.plan_jobs(models, days, {"log": str(log), "fail": list(fail)})
+    lines = []
+    outcomes = schedule.run_parallel(planned, False, lines.append, workers=2, cores=2, run=fake_run_day)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    return planned, outcomes, events, lines
+
+
+def test_parallel_run_respects_dependencies_and_uses_two_workers(tmp_path):
+    planned, outcomes, events, lines = run_plan(tmp_path)
+    assert [(o.model, o.day) for o in outcomes] == [(j.name, j.day) for j in planned]
+    assert all(o.status == "ran" for o in outcomes) and len(lines) == len(planned)
+    start = {tuple(e["job"]): e["t"] for e in events if e["event"] == "start"}
+    end = {tuple(e["job"]): e["t"] for e in events if e["event"] == "end"}
+    for job, deps in zip(planned, runner.dependencies(planned)):
+        for j in deps:
+            dep = (planned[j].name, planned[j].day)
+            assert start[(job.name, job.day)] >= end[dep], f"{job.name} Day{job.day} started before {dep} ended"
+    assert len({e["pid"] for e in events if e["event"] == "start"}) == 2
+    assert {e["threads"] for e in events if e["event"] == "start"} <= {"1", "2"}
+
+
+def test_a_failure_skips_only_the_jobs_that_read_it(tmp_path):
+    _, outcomes, events, _ = run_plan(tmp_path, fail=("organism-l", 4))
+    by_job = {(o.model, o.day): o for o in outcomes}
+    for day in (5, 7):
+        assert by_job[("organism-l", day)].error == "skipped: organism-l Day4 failed first"
+    assert by_job[("scaling", 6)].status == "failed"  # Day 6 reads every model
+    assert all(by_job[(m, d)].status == "ran" for m in FAMILY[:3] for d in (3, 4, 5))
+    started = {tuple(e["job"]) for e in events if e["event"] == "start"}
+    assert ("organism-l", 7) not in started and ("scaling", 6) not in started
