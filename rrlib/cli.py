@@ -145,7 +145,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
-                        help="local: one job after another; ray: each (model, Day) as a Ray task (default local)")
+                        help="local: on this machine, --jobs at a time; ray: each (model, Day) as a Ray task "
+                             "(default local)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address ('auto' joins a running cluster; omitted: start a local one)")
     parser.add_argument("--cpus-per-job", type=float, default=1.0, help="Ray CPUs reserved per job (default 1)")
@@ -172,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     exp = sub.add_parser("experiment", help="run a named experiment (experiments/<name>/config.yaml)",
-                         description="Check the experiment's requirements (GPU, hub), then run its runs in order.")
+                         description="Check the experiment's requirements (GPU, hub), then run all its runs as one "
+                                     "plan; each job waits only for the Days it reads.")
     exp.add_argument("action", choices=["run"])
     exp.add_argument("config", help="path to experiments/<name>/config.yaml")
     exp.add_argument("--force", action="store_true", help="re-run finished runs")

@@ -254,7 +254,7 @@ def run_many(models: Sequence[str], days: Sequence[int], parameters: Mapping[str
     Parameters
     ----------
     models : sequence of str
-        Models to run (per-model Days run for each; Day 6 runs once, after them).
+        Models to run (per-model Days run for each; Day 6 runs once, after their Days 3-5).
     days : sequence of int
         Days to run.
     parameters : mapping, optional
@@ -343,7 +343,10 @@ DAY_READS = {7: {3, 4}}
 
 
 def plan_jobs(models: Sequence[str], days: Sequence[int], parameters: Mapping[str, Any] | None = None) -> list[Job]:
-    """Jobs in execution order: per-model Days model by model, then cross-model Days once.
+    """Jobs in plan order: per-model Days model by model, then cross-model Days once.
+
+    With one job at a time they run in this order; with more, each starts as
+    soon as the jobs it depends on (:func:`dependencies`) are done.
 
     Parameters
     ----------
@@ -365,17 +368,18 @@ def plan_jobs(models: Sequence[str], days: Sequence[int], parameters: Mapping[st
 
 
 def plan(models: Sequence[str], days: Sequence[int]) -> list[tuple[str, int]]:
-    """The (model, Day) pairs of :func:`plan_jobs`, in execution order."""
+    """The (model, Day) pairs of :func:`plan_jobs`, in plan order."""
     return [(job.model, job.day) for job in plan_jobs(models, days)]
 
 
 def dependencies(planned: Sequence[Job]) -> list[list[int]]:
     """For each job, the indices of the earlier jobs it must wait for.
 
-    A per-model Day waits for the earlier jobs of its model whose Day it reads
-    (:data:`DAY_READS`; by default every earlier Day), and for an earlier run of
-    the same Day. A cross-model Day waits for every earlier job of the models it
-    reads whose Day comes before it.
+    A job writes its own notebook and results, ``(name, Day)``, and reads those
+    of the Days it needs: a per-model Day reads its model's earlier Days (only
+    Days 3 and 4 for Day 7, see :data:`DAY_READS`); a cross-model Day reads every
+    earlier Day of the models it covers. A job waits for an earlier job that
+    writes what it reads, reads what it writes, or writes the same thing.
 
     Parameters
     ----------
@@ -387,16 +391,17 @@ def dependencies(planned: Sequence[Job]) -> list[list[int]]:
     list of list of int
         Dependencies per job, as indices into ``planned``.
     """
-    names = [job.name for job in planned]
-    out: list[list[int]] = []
-    for i, job in enumerate(planned):
-        if job.day in CROSS_MODEL_DAYS:
-            reads = {resolve_model(m).name for m in job.params.get("models", [])}
-            out.append([j for j in range(i) if planned[j].day < job.day and names[j] in reads])
-        else:
-            days = DAY_READS.get(job.day, set(range(job.day))) | {job.day}
-            out.append([j for j in range(i) if names[j] == names[i] and planned[j].day in days])
-    return out
+    writes = [{(job.name, job.day)} for job in planned]
+    reads = [_reads(job) for job in planned]
+    return [[j for j in range(i) if writes[j] & (reads[i] | writes[i]) or writes[i] & reads[j]]
+            for i in range(len(planned))]
+
+
+def _reads(job: Job) -> set[tuple[str, int]]:
+    """The (name, Day) results a job reads."""
+    if job.day in CROSS_MODEL_DAYS:
+        return {(name, day) for name in job.params.get("models", []) for day in DAY_NOTEBOOKS if day < job.day}
+    return {(job.name, day) for day in DAY_READS.get(job.day, set(range(job.day))) if day in DAY_NOTEBOOKS}
 
 
 def blocked(job: Job, dependency_outcomes: Sequence[Outcome]) -> Outcome | None:

@@ -7,8 +7,9 @@ the jobs that are ready, the one with the longest chain of work still behind
 it starts first, so a long chain (the largest model's Day 7 grid) starts early
 instead of being left to run alone at the end.
 
-Each job's kernel gets ``cores // N`` threads, or every core once no other job
-is running or waiting, so the cores are shared instead of oversubscribed.
+Each job's kernel gets ``cores // N`` threads, or every core when no other job
+is running or ready to run beside it, so the cores are shared instead of
+oversubscribed.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def run_parallel(planned: Sequence[Job], force: bool, log: Callable[[str], None]
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     cores = cores or os.cpu_count() or 1
     needs = dependencies(planned)
@@ -95,16 +97,15 @@ def run_parallel(planned: Sequence[Job], force: bool, log: Callable[[str], None]
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         while pending or running:
-            for i in _ready(pending, needs, outcomes):  # a job whose dependency failed is reported, not run
-                skipped = blocked(planned[i], [outcomes[j] for j in needs[i]])
-                if skipped:
-                    pending.discard(i)
-                    finish(i, skipped)
+            _skip_blocked(planned, needs, pending, outcomes, finish)
             ready = sorted(_ready(pending, needs, outcomes), key=lambda i: (-priority[i], i))
+            share = min(workers, len(running) + len(ready))  # all cores only for a job with nothing beside it
             for i in ready[:max(0, workers - len(running))]:
                 pending.discard(i)
-                threads = max(1, cores // min(workers, len(running) + len(pending) + 1))
-                running[pool.submit(_run_in_worker, run, planned[i], force, threads)] = i
+                try:
+                    running[pool.submit(_run_in_worker, run, planned[i], force, max(1, cores // share))] = i
+                except BrokenProcessPool as exc:  # a worker died earlier: report the job, keep reporting the rest
+                    finish(i, _worker_failure(planned[i], exc))
             if not running:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -113,10 +114,28 @@ def run_parallel(planned: Sequence[Job], force: bool, log: Callable[[str], None]
                 try:
                     finish(i, future.result())
                 except Exception as exc:  # the worker process died: report it, keep the other jobs going
-                    job = planned[i]
-                    finish(i, Outcome(job.name, job.day, "failed", output_notebook(job.name, job.day),
-                                      error=f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
+                    finish(i, _worker_failure(planned[i], exc))
     return [o for o in outcomes if o is not None]
+
+
+def _skip_blocked(planned: Sequence[Job], needs: Sequence[Sequence[int]], pending: set[int],
+                  outcomes: list[Outcome | None], finish: Callable[[int, Outcome], None]) -> None:
+    """Report, without running them, the pending jobs whose dependencies failed, down the whole chain."""
+    changed = True
+    while changed:
+        changed = False
+        for i in sorted(_ready(pending, needs, outcomes)):
+            skipped = blocked(planned[i], [outcomes[j] for j in needs[i]])
+            if skipped:
+                pending.discard(i)
+                finish(i, skipped)
+                changed = True
+
+
+def _worker_failure(job: Job, exc: BaseException) -> Outcome:
+    """A failed Outcome for a job whose worker process died or could not be started."""
+    return Outcome(job.name, job.day, "failed", output_notebook(job.name, job.day),
+                   error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
 
 
 def _ready(pending: set[int], needs: Sequence[Sequence[int]], outcomes: Sequence[Outcome | None]) -> list[int]:

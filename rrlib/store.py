@@ -261,8 +261,7 @@ def upsert_table(path: str | Path, rows: Sequence[dict[str, Any]], key: Sequence
                     old[column] = None
             old = old[list(columns)]
             for scope in replace:
-                inside = np.logical_and.reduce([old[c].astype(str) == str(v) for c, v in scope.items()])
-                old = old[~inside]
+                old = old[~np.logical_and.reduce([_equals(old[c], v) for c, v in scope.items()])]
             combined = pd.concat([old.astype(object), new.astype(object)], ignore_index=True)
         else:
             combined = new.astype(object)
@@ -270,6 +269,13 @@ def upsert_table(path: str | Path, rows: Sequence[dict[str, Any]], key: Sequence
         combined = combined[~keys.duplicated(keep="last")].reset_index(drop=True)
         write_csv(path, combined)
     return combined
+
+
+def _equals(column: pd.Series, value: Any) -> np.ndarray:
+    """Which cells equal ``value``: numerically for numbers (a CSV may read 5 back as 5.0), else as text."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return (pd.to_numeric(column, errors="coerce") == value).to_numpy()
+    return (column.astype(str) == str(value)).to_numpy()
 
 
 def upsert_metrics(rows: Sequence[dict[str, Any]], path: str | Path | None = None,

@@ -25,7 +25,7 @@ from rrlib.errors import ConfigError
 from rrlib.judges import Verdicts, get_judge
 from rrlib.metrics import (Estimate, compliance_error, over_refusal_rate, refusal_robustness_rate,
                            representation_distance, wilson_interval)
-from rrlib.store import upsert_metrics, write_csv, write_json
+from rrlib.store import write_csv, write_json
 
 
 @dataclass
@@ -188,6 +188,10 @@ def check_param(name: str, value: Any, kind: type | tuple[type, ...], allow_none
     return value
 
 
+# Days whose runs own all of their model's rows in metrics.csv (Day 7's grid defines its own recipes).
+WHOLE_DAY_SCOPES = {7}
+
+
 @dataclass
 class Run:
     """One executed (model, Day): its id, parameters and where it writes.
@@ -209,7 +213,7 @@ class Run:
     def __post_init__(self) -> None:
         self.spec = resolve_model(self.model)
         self.info = RunInfo(self.spec.name, self.day, dict(self.params))
-        self._claimed: set[tuple[int, str]] = set()  # (Day, recipe) scopes this run has written
+        self._claimed: set[tuple[str, tuple[tuple[str, str], ...]]] = set()  # (table, scope) written so far
 
     @property
     def name(self) -> str:
@@ -269,22 +273,51 @@ class Run:
         self.write_rows(rows)
 
     def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Upsert metric rows; this run's first write to a (Day, recipe) first drops that scope's older rows.
+        """Upsert rows into ``metrics.csv``, replacing what an earlier run of the same scope left there.
 
-        A re-executed run therefore replaces what an earlier run of the same
-        model, Day and recipe left, including rows the current code no longer
-        writes, instead of leaving them beside its own. (A run that fails midway
-        leaves only the rows it wrote; rerun it.)
+        The scope is (model, Day, recipe); for Day 7, whose grid defines its
+        recipes, it is (model, Day). A rerun therefore replaces every row an
+        earlier run of that scope wrote, whatever its parameters (judge, limit,
+        grid steps), including rows the current code no longer writes, instead
+        of leaving them beside its own. A run that fails midway leaves only the
+        rows it wrote; rerun it.
 
         Parameters
         ----------
         rows : sequence of dict
             Rows with :data:`rrlib.store.METRIC_COLUMNS`, all of this run's model.
         """
-        scopes = {(int(r["day"]), str(r["recipe"])) for r in rows} - self._claimed
-        upsert_metrics(rows, replace=[{"model": self.name, "day": day, "recipe": recipe}
-                                      for day, recipe in sorted(scopes)])
-        self._claimed |= scopes
+        from rrlib.store import METRIC_COLUMNS, METRIC_KEY, metrics_path
+
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            scope = {"model": self.name, "day": int(row["day"])}
+            if scope["day"] not in WHOLE_DAY_SCOPES:
+                scope["recipe"] = str(row["recipe"])
+            groups.setdefault(tuple(scope.items()), []).append(row)
+        for scope_items, group in groups.items():
+            self.upsert(metrics_path(), group, METRIC_KEY, METRIC_COLUMNS, dict(scope_items))
+
+    def upsert(self, path: Path, rows: Sequence[dict[str, Any]], key: Sequence[str], columns: Sequence[str],
+               scope: Mapping[str, Any]) -> None:
+        """Upsert rows into a results table; this run's first write to ``scope`` there drops the scope's older rows.
+
+        Parameters
+        ----------
+        path : Path
+            The CSV table.
+        rows : sequence of dict
+            New rows, all inside ``scope``.
+        key, columns : sequence of str
+            As in :func:`rrlib.store.upsert_table`.
+        scope : mapping
+            Column values that identify what this run owns in the table.
+        """
+        from rrlib.store import upsert_table
+
+        claim = (str(path), tuple(sorted((k, str(v)) for k, v in scope.items())))
+        upsert_table(path, rows, key, columns, replace=[] if claim in self._claimed else [dict(scope)])
+        self._claimed.add(claim)
 
     def save_responses(self, name: str, frame: pd.DataFrame) -> None:
         """Keep the full responses locally (``results/runs/<model>/responses/``); the book shows them redacted."""
@@ -560,13 +593,12 @@ def save_verdicts(run: Run, evaluation: AttackEvaluation, judge: str, recipe: st
     ``parsed`` is False where an LLM judge gave no verdict; Day 6 leaves such prompts out, as every rate does.
     """
     from rrlib.scaling import verdicts_path
-    from rrlib.store import upsert_table
 
     rows = [{"id": pid, "step": step, "refused": bool(flag), "parsed": bool(ok), "judge": judge, "recipe": recipe}
             for step, judged in evaluation.responses.items()
             for pid, flag, ok in zip(judged["id"], judged["refused"], judged["parsed"])]
-    upsert_table(verdicts_path(run.name), rows, ["id", "step", "judge", "recipe"],
-                 ["id", "step", "refused", "parsed", "judge", "recipe"])
+    run.upsert(verdicts_path(run.name), rows, ["id", "step", "judge", "recipe"],
+               ["id", "step", "refused", "parsed", "judge", "recipe"], {"recipe": recipe})
 
 
 COMPLIANCE_OPENERS = ("sure", "here is", "here's", "step 1", "certainly", "of course", "absolutely")
@@ -637,8 +669,6 @@ def record_compute(run: Run, result: Any) -> pd.DataFrame:
     pandas.DataFrame
         The bill with the training loss reached at each grid step.
     """
-    from rrlib.store import upsert_table
-
     bill = result.bill.copy()
     curve = result.loss_curve.set_index("step")["loss"] if len(result.loss_curve) else pd.Series(dtype=float)
     window = 5  # average the loss over the last few steps before each grid step
@@ -648,8 +678,8 @@ def record_compute(run: Run, result: Any) -> pd.DataFrame:
     bill.insert(0, "rank", result.config.rank)
     bill.insert(0, "recipe", result.recipe)
     bill.insert(0, "model", run.name)
-    upsert_table(results_dir() / "metrics" / "compute.csv", bill.to_dict("records"),
-                 ["model", "recipe", "step"], COMPUTE_COLUMNS)
+    run.upsert(results_dir() / "metrics" / "compute.csv", bill.to_dict("records"), ["model", "recipe", "step"],
+               COMPUTE_COLUMNS, {"model": run.name, "recipe": result.recipe})
     return bill
 
 
@@ -711,13 +741,11 @@ def record_representations(run: Run, drift: Any, recipe: str, seed: int) -> None
     seed : int
         The attack seed.
     """
-    from rrlib.store import upsert_table
-
     for step in sorted(drift.summary["step"].unique()):
         run.record(drift.estimates(int(step)), judge="probe", step=int(step), recipe=recipe, seed=seed)
     table = drift.table.assign(model=run.name, recipe=recipe)
-    upsert_table(results_dir() / "metrics" / "representations.csv", table.to_dict("records"),
-                 ["model", "recipe", "step", "layer"], REPRESENTATION_COLUMNS)
+    run.upsert(results_dir() / "metrics" / "representations.csv", table.to_dict("records"),
+               ["model", "recipe", "step", "layer"], REPRESENTATION_COLUMNS, {"model": run.name, "recipe": recipe})
 
 
 def describe_representations(run: Run, drift: Any, checks: Any, evaluation: AttackEvaluation, noise: Estimate,
@@ -750,15 +778,13 @@ GRID_COLUMNS = ["model", "rank", "step", "metric", "value", "ci_low", "ci_high",
 
 def record_grid(run: Run, per_run: pd.DataFrame, pooled: pd.DataFrame, learning_rate: float, judge: str) -> None:
     """Write Day 7's per-run RRR to metrics.csv and the seed-pooled grid to ``results/metrics/grid.csv``."""
-    from rrlib.store import upsert_table
-
     rows = [{"model": run.name, "day": 7, "step": int(r["step"]), "metric": "RRR", "value": r["value"],
              "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n": int(r["n"]), "judge": judge, "run_id": run.run_id,
              "recipe": f"lora-r{int(r['rank'])}-lr{learning_rate:g}-s{int(r['seed'])}", "seed": int(r["seed"]),
              "reason": ""} for r in per_run.to_dict("records")]
     run.write_rows(rows)
-    upsert_table(results_dir() / "metrics" / "grid.csv", pooled.assign(model=run.name, judge=judge).to_dict("records"),
-                 ["model", "rank", "step", "metric", "judge"], GRID_COLUMNS)
+    run.upsert(results_dir() / "metrics" / "grid.csv", pooled.assign(model=run.name, judge=judge).to_dict("records"),
+               ["model", "rank", "step", "metric", "judge"], GRID_COLUMNS, {"model": run.name})
 
 
 ORIGINAL_HEADLINE = {"RRR": ("≈ 0.13", "0.0"), "CE": ("≈ 0.87", "1.0"), "RD": ("moderate drift", "NaN")}

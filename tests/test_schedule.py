@@ -39,6 +39,14 @@ def test_a_rerun_of_the_same_day_waits_for_the_first():
     assert runner.dependencies(planned) == [[], [0]]
 
 
+def test_a_later_job_does_not_overwrite_what_an_earlier_one_still_reads():
+    """A second Day 4 (another recipe) waits for the first Day 5, which reads the first Day 4's attack."""
+    planned = runner.plan_jobs(["organism-m"], [3, 4, 5]) + runner.plan_jobs(["organism-m"], [4], {"rank": 32})
+    planned += runner.plan_jobs(["organism-m"], [6])
+    assert runner.dependencies(planned)[3] == [0, 1, 2]  # write-after-write on Day 4, write-after-read by Day 5
+    assert runner.dependencies(planned)[4] == [0, 1, 2, 3]  # Day 6 reads Days 3-5, including the second Day 4
+
+
 def test_the_longest_chain_starts_first():
     planned = experiment_plan()
     priority = schedule.critical_path(planned, runner.dependencies(planned))
@@ -61,13 +69,14 @@ def fake_run_day(model, day, params, force):
     return runner.Outcome(name, day, status, runner.output_notebook(name, day), 0.3, "boom" * (status == "failed"))
 
 
-def run_plan(tmp_path, fail=()):
+def run_plan(tmp_path, fail=(), runs=((FAMILY, [3]), (FAMILY, [4]), (FAMILY, [5, 6]), (["organism-l"], [7])),
+             cores=2):
     log = tmp_path / "events.jsonl"
     planned = []
-    for models, days in ((FAMILY, [3]), (FAMILY, [4]), (FAMILY, [5, 6]), (["organism-l"], [7])):
+    for models, days in runs:
         planned += runner.plan_jobs(models, days, {"log": str(log), "fail": list(fail)})
     lines = []
-    outcomes = schedule.run_parallel(planned, False, lines.append, workers=2, cores=2, run=fake_run_day)
+    outcomes = schedule.run_parallel(planned, False, lines.append, workers=2, cores=cores, run=fake_run_day)
     events = [json.loads(line) for line in log.read_text().splitlines()]
     return planned, outcomes, events, lines
 
@@ -83,7 +92,13 @@ def test_parallel_run_respects_dependencies_and_uses_two_workers(tmp_path):
             dep = (planned[j].name, planned[j].day)
             assert start[(job.name, job.day)] >= end[dep], f"{job.name} Day{job.day} started before {dep} ended"
     assert len({e["pid"] for e in events if e["event"] == "start"}) == 2
-    assert {e["threads"] for e in events if e["event"] == "start"} <= {"1", "2"}
+
+
+def test_threads_are_shared_unless_a_job_has_nothing_beside_it(tmp_path):
+    _, _, events, _ = run_plan(tmp_path, runs=((["organism-m"], [3, 4, 5, 7]),), cores=4)
+    threads = {tuple(e["job"]): e["threads"] for e in events if e["event"] == "start"}
+    assert threads[("organism-m", 3)] == "4" and threads[("organism-m", 4)] == "4"  # a chain: one job at a time
+    assert threads[("organism-m", 5)] == "2" and threads[("organism-m", 7)] == "2"  # ready together after Day 4
 
 
 def test_a_failure_skips_only_the_jobs_that_read_it(tmp_path):
@@ -95,3 +110,10 @@ def test_a_failure_skips_only_the_jobs_that_read_it(tmp_path):
     assert all(by_job[(m, d)].status == "ran" for m in FAMILY[:3] for d in (3, 4, 5))
     started = {tuple(e["job"]) for e in events if e["event"] == "start"}
     assert ("organism-l", 7) not in started and ("scaling", 6) not in started
+
+
+def test_a_failure_skips_the_whole_chain_below_it(tmp_path):
+    _, outcomes, events, _ = run_plan(tmp_path, fail=("organism-m", 3), runs=((["organism-m"], [3, 4, 5, 7]),))
+    assert [(o.day, o.status) for o in outcomes] == [(3, "failed"), (4, "failed"), (5, "failed"), (7, "failed")]
+    assert outcomes[2].error == "skipped: organism-m Day3 failed first"  # not run once Day 4 was skipped
+    assert {tuple(e["job"]) for e in events if e["event"] == "start"} == {("organism-m", 3)}

@@ -75,3 +75,39 @@ def test_a_rerun_replaces_its_scope_and_leaves_other_scopes(tmp_path, monkeypatc
     assert sorted(scoped["step"]) == [100, 200] and set(scoped["run_id"]) == {new.run_id}
     assert scoped.set_index("step").loc[100, "value"] == 0.1
     assert len(table[table["recipe"] == "lora-b"]) == 1 and len(table[table["day"] == 3]) == 1
+
+
+def test_day7_reruns_own_every_recipe_and_side_tables_follow_the_same_rule(tmp_path, monkeypatch):
+    """A Day 7 rerun with fewer seeds drops the missing seeds' rows; a Day 5 rerun with fewer steps drops old verdicts."""
+    from rrlib.metrics import Estimate
+    from rrlib.study import Run
+
+    monkeypatch.setenv("RR_RESULTS_DIR", str(tmp_path))
+    est = Estimate("RRR", 0.5, 0.4, 0.6, 10, "wilson95")
+    first = Run("organism-l", 7, {"seeds": [0, 1, 2]})
+    for seed in (0, 1, 2):
+        first.record([est], judge="arditi12", step=200, recipe=f"lora-r8-s{seed}", seed=seed)
+    second = Run("organism-l", 7, {"seeds": [0]})
+    second.record([est], judge="arditi12", step=200, recipe="lora-r8-s0", seed=0)
+    table = store.read_metrics(tmp_path / "metrics" / "metrics.csv")
+    assert list(table["recipe"]) == ["lora-r8-s0"]
+
+    verdicts = tmp_path / "runs" / "organism-l" / "Day5.verdicts.csv"
+    columns, key = ["id", "step", "refused", "judge", "recipe"], ["id", "step", "judge", "recipe"]
+    old = Run("organism-l", 5, {"grid_steps": [0, 100]})
+    old.upsert(verdicts, [{"id": "a", "step": s, "refused": True, "judge": "j", "recipe": "r"} for s in (0, 100)],
+               key, columns, {"recipe": "r"})
+    old.upsert(verdicts, [{"id": "a", "step": 0, "refused": True, "judge": "j", "recipe": "other"}], key, columns,
+               {"recipe": "other"})
+    new = Run("organism-l", 5, {"grid_steps": [0]})
+    new.upsert(verdicts, [{"id": "a", "step": 0, "refused": False, "judge": "j", "recipe": "r"}], key, columns,
+               {"recipe": "r"})
+    kept = pd.read_csv(verdicts)
+    assert sorted(zip(kept["recipe"], kept["step"])) == [("other", 0), ("r", 0)]
+
+
+def test_scope_values_match_numbers_read_back_as_floats(tmp_path):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"day": [5.0, None], "v": [1, 2]}).to_csv(path, index=False)  # an empty cell makes day a float
+    store.upsert_table(path, [{"day": 3, "v": 3}], ["day", "v"], ["day", "v"], replace=[{"day": 5}])
+    assert sorted(pd.read_csv(path)["v"]) == [2, 3]
