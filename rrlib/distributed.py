@@ -3,8 +3,9 @@
 Each job is one Ray task that executes one notebook with papermill. A task
 waits for the jobs it depends on (:func:`rrlib.runner.dependencies`: a model's
 Days in order, Day 7 after Day 4, Day 6 after every model's Days 3-5). Other
-jobs run at the same time, on as many workers as the cluster has. ``address=None`` starts a local cluster on this
-machine; ``address="auto"`` joins a running one.
+jobs run at the same time, on as many workers as the cluster has.
+``address=None`` starts a local cluster on this machine; ``address="auto"``
+joins a running one.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     import papermill
 
     cross = day in CROSS_MODEL_DAYS
-    name = CROSS_MODEL_NAME if cross else resolve_model(model).name
+    name = Job(model, day, {}).name
     params = dict(parameters or {}) if cross else {"model": model, **dict(parameters or {})}
     source = source_notebook(day)
     output = output_notebook(name, day, root)
@@ -365,11 +365,6 @@ def plan_jobs(models: Sequence[str], days: Sequence[int], parameters: Mapping[st
     pairs = [(m, d) for m in models for d in days if d not in CROSS_MODEL_DAYS]
     pairs += [(CROSS_MODEL_NAME, d) for d in days if d in CROSS_MODEL_DAYS]
     return [Job(m, d, job_parameters((m, d), models, parameters)) for m, d in pairs]
-
-
-def plan(models: Sequence[str], days: Sequence[int]) -> list[tuple[str, int]]:
-    """The (model, Day) pairs of :func:`plan_jobs`, in plan order."""
-    return [(job.model, job.day) for job in plan_jobs(models, days)]
 
 
 def dependencies(planned: Sequence[Job]) -> list[list[int]]:

@@ -278,8 +278,7 @@ def _equals(column: pd.Series, value: Any) -> np.ndarray:
     return (column.astype(str) == str(value)).to_numpy()
 
 
-def upsert_metrics(rows: Sequence[dict[str, Any]], path: str | Path | None = None,
-                   replace: Sequence[Mapping[str, Any]] = ()) -> pd.DataFrame:
+def upsert_metrics(rows: Sequence[dict[str, Any]], path: str | Path | None = None) -> pd.DataFrame:
     """Insert or replace rows of ``results/metrics/metrics.csv``.
 
     Parameters
@@ -288,12 +287,10 @@ def upsert_metrics(rows: Sequence[dict[str, Any]], path: str | Path | None = Non
         Rows with the :data:`METRIC_COLUMNS` keys.
     path : str or Path, optional
         Defaults to :func:`metrics_path`.
-    replace : sequence of mapping
-        Scopes whose older rows are dropped first (see :func:`upsert_table`).
 
     Returns
     -------
     pandas.DataFrame
         The full table after the update.
     """
-    return upsert_table(Path(path) if path else metrics_path(), rows, METRIC_KEY, METRIC_COLUMNS, replace)
+    return upsert_table(Path(path) if path else metrics_path(), rows, METRIC_KEY, METRIC_COLUMNS)
