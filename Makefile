@@ -10,7 +10,7 @@ EXPERIMENT ?= experiments/organism_scaling/config.yaml
 JOBS ?= 2
 STAMP := $(VENV)/.setup-done
 
-.PHONY: all setup study book test unit nbval bench clean help
+.PHONY: all setup study book test unit nbval bench pair clean help
 
 all: setup study book
 	@echo ""
@@ -47,6 +47,10 @@ nbval: setup
 
 bench: setup
 	$(PY) -m bench.run
+
+# Re-sync each Day notebook with its MyST Markdown pair (notebooks/DayN_*.md); the newer file wins.
+pair: setup
+	$(VENV)/bin/jupytext --sync notebooks/Day*.ipynb
 
 clean:
 	rm -rf book/_build results/cache results/attacks .rr_cache

@@ -42,7 +42,7 @@ def largest_jobs(jobs: Sequence[dict[str, Any]], n: int = 5) -> list[dict[str, A
 
 
 def slowest_cells(results_root: Path, n: int = 10) -> list[dict[str, Any]]:
-    """The ``n`` slowest cells over every executed notebook under ``results_root/runs``.
+    """The ``n`` slowest cells over every executed run (papermill timings from each run's provenance record).
 
     Parameters
     ----------
@@ -59,15 +59,17 @@ def slowest_cells(results_root: Path, n: int = 10) -> list[dict[str, Any]]:
     """
     import nbformat
 
+    from rrlib import results
+
     cells = []
-    for path in sorted((results_root / "runs").glob("*/Day*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        job = f"{path.parent.name} {path.stem}"
-        kernel = nb.metadata.get("papermill", {}).get("duration")
-        for cell in nb.cells:
-            seconds = cell.get("metadata", {}).get("papermill", {}).get("duration")
-            if cell.cell_type == "code" and seconds is not None:
-                first = next((line for line in cell.source.splitlines() if line.strip()), "")
-                cells.append({"job": job, "cell": first[:100], "seconds": round(float(seconds), 2),
+    for name, days in results.executed_runs(results_root).items():
+        for day in days:
+            provenance = results.read_provenance(name, day, results_root)  # timings live outside the notebook
+            notebook = nbformat.read(results.run_file(name, day, root=results_root), as_version=4)
+            sources = {cell.get("id"): cell.source for cell in notebook.cells}
+            kernel = provenance.get("seconds")
+            for cell in provenance.get("cells", []):
+                first = next((line for line in sources.get(cell.get("id"), "").splitlines() if line.strip()), "")
+                cells.append({"job": f"{name} Day{day}", "cell": first[:100], "seconds": round(float(cell["seconds"]), 2),
                               "kernel_seconds": round(float(kernel), 2) if kernel is not None else None})
     return sorted(cells, key=lambda c: c["seconds"], reverse=True)[:n]

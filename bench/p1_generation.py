@@ -37,7 +37,7 @@ def one_at_a_time(lm: Any, prompts: Sequence[str], max_new_tokens: int) -> list[
     """
     import torch
 
-    from rrlib.generate import eos_ids
+    from rrlib.models import eos_ids
 
     tokenizer, eos = lm.tokenizer, eos_ids(lm)
     responses = []
@@ -77,15 +77,15 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, An
         Raw timings, token counts, mismatches and the headline ``p1_generation_speedup``
         (``None`` when any response differs, or the batched repeats disagree).
     """
-    from rrlib import models, study
+    from rrlib import data, evaluation, models
     from rrlib.config import DEFAULT_ORGANISM
     from rrlib.generate import generate
 
     lm = models.load(DEFAULT_ORGANISM, progress=False)
-    harmful = study.load_sets().harmful
+    harmful = data.load_sets().harmful
     if quick:
         harmful = harmful.head(16)
-    gen = study.generation_config(lm.spec, None, None)
+    gen = evaluation.generation_config(lm.spec, None, None)
     prompts, ids = harmful["prompt"].astype(str).tolist(), harmful["id"].astype(str).tolist()
     batched_reps = 1 if quick else 3  # the loop runs once: it is the slow side
 

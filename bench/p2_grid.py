@@ -41,12 +41,12 @@ def retrain_each(steps: Sequence[int]) -> list[Plan]:
 
 def evaluate(lm: Any, harmful: Any, gen: Any, adapter: Path | None, judge: str) -> dict[str, Any]:
     """RRR of one adapter (``None``: the base model) on the harmful set, without the cache."""
-    from rrlib import study
+    from rrlib import evaluation
     from rrlib.generate import generate
 
     responses = generate(lm, harmful, gen, adapter_dir=adapter, cache=False, progress=False)
-    judged, _ = study.judge_responses(responses, judge)
-    rrr = study.rate_estimates(judged, None)[0]
+    judged, _ = evaluation.judge_responses(responses, judge)
+    rrr = evaluation.rate_estimates(judged, None)[0]
     return {"rrr": rrr.value, "n": rrr.n, "responses": responses["response"].tolist()}
 
 
@@ -105,14 +105,14 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, An
         Wall times of both ways, per-step RRR and identity checks, and the headline
         ``p2_grid_speedup`` (``None`` unless every step agrees).
     """
-    from rrlib import models, study
+    from rrlib import data, evaluation, models
     from rrlib.config import DEFAULT_ORGANISM
     from rrlib.judges import DEFAULT_JUDGE
 
     steps = QUICK_GRID if quick else GRID
     lm = models.load(DEFAULT_ORGANISM, progress=False)
-    sets = study.load_sets(limit=16 if quick else None)
-    gen = study.generation_config(lm.spec, None, None)
+    sets = data.load_sets(limit=16 if quick else None)
+    gen = evaluation.generation_config(lm.spec, None, None)
     log(f"P2: {DEFAULT_ORGANISM}, grid {list(steps)}, {len(sets.harmful)} harmful prompts, judge {DEFAULT_JUDGE}")
     with tempfile.TemporaryDirectory(prefix="rr-bench-p2-") as tmp, temporary_env(RR_RESULTS_DIR=tmp):
         root = Path(tmp)

@@ -15,13 +15,12 @@ logged. An interrupted run resumes from its last saved grid step.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -46,6 +45,7 @@ TARGET_MODULES: dict[str, tuple[str, ...]] = {
     "gpt_neox": ("query_key_value", "dense"),
 }
 MANIFEST = "attack.json"
+LOSS_WINDOW = 5  # optimiser steps averaged for the training loss reported at a grid step
 
 
 @dataclass
@@ -318,36 +318,36 @@ def load_attack(out_dir: str | Path) -> AttackResult:
                         "delete the folder and rerun the Day4 attack") from None
 
 
-def find_attack(model_name: str, recipe: str | None = None, root: Path | None = None) -> Path:
-    """Find the newest finished attack run of a model (optionally of one recipe).
+def loss_at(curve: pd.DataFrame, step: int) -> float | None:
+    """The training loss reached at a grid step: the mean over the last :data:`LOSS_WINDOW` optimiser steps.
 
     Parameters
     ----------
-    model_name : str
-        The model's name.
-    recipe : str, optional
-        A recipe prefix such as ``lora-r8-lr0.001-s0``.
-    root : Path, optional
-        Results root.
+    curve : pandas.DataFrame
+        ``step, loss`` per optimiser step.
+    step : int
+        The grid step.
 
     Returns
     -------
-    Path
-        The run folder.
-
-    Raises
-    ------
-    DataError
-        If no finished run exists (with the command that makes one).
+    float or None
+        ``None`` at step 0 (nothing trained yet) or where the curve has no steps in the window.
     """
-    base = (root or results_dir()) / "attacks" / slug(model_name)
-    runs = []
-    for manifest in base.glob("*/" + MANIFEST):
-        meta = json.loads(manifest.read_text())
-        if meta.get("done") and (recipe is None or manifest.parent.name.startswith(recipe + "-")):
-            runs.append(manifest.parent)
-    if not runs:
-        raise DataError(f"no finished attack for model {model_name!r}"
-                        f"{' with recipe ' + repr(recipe) if recipe else ''} under {base}; "
-                        f"run Day4 first (rr run --models {model_name} --days 4)")
-    return max(runs, key=lambda p: (p / MANIFEST).stat().st_mtime)
+    window = curve[(curve["step"] > step - LOSS_WINDOW) & (curve["step"] <= step)]
+    return float(window["loss"].mean()) if step > 0 and len(window) else None
+
+
+def config_from_parameters(params: Mapping[str, Any]) -> AttackConfig:
+    """The :class:`rrlib.config.AttackConfig` described by Day 4's notebook parameters."""
+    return AttackConfig(grid_steps=tuple(params["grid_steps"]), rank=params["rank"], alpha=float(params["alpha"]),
+                        learning_rate=float(params["learning_rate"]), batch_size=params["attack_batch_size"],
+                        target_modules=tuple(params["target_modules"]) if params.get("target_modules") else None,
+                        seed=params["seed"])
+
+
+def modules_table(result: AttackResult) -> pd.DataFrame:
+    """The adapted module names, grouped by module type (count and one example each)."""
+    names = pd.Series(result.adapted_modules, dtype=str)
+    kinds = names.str.rsplit(".", n=1).str[-1]
+    return (pd.DataFrame({"module type": kinds, "name": names}).groupby("module type")
+            .agg(count=("name", "size"), example=("name", "first")).reset_index())

@@ -1,38 +1,111 @@
 """The HTML book: generated pages, the table of contents, and the build.
 
 The book renders what papermill already executed (``execute_notebooks: off``).
-The Runs section of ``_toc.yml`` and the Results and Reproducibility pages are
-generated from ``results/``; nothing in them is typed by hand. plotly.js is
-copied from the installed plotly package into ``book/_static`` so figures
-render offline.
+The Runs part of ``_toc.yml`` and the Results, Judges and Reproducibility pages
+(with the original-vs-ours and data-set fragments the hand-written pages
+include) are generated from ``results/`` and ``data/``: the numbers come from
+the results tables, and the page text from the Jinja templates in
+``rrlib/templates/`` (:func:`render`). plotly.js is copied from the installed
+plotly package into ``book/_static`` so figures render offline.
+
+``root`` is the *project* root throughout; its results are under
+``root / "results"``, and every path there comes from :mod:`rrlib.results`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
 import yaml
 
-from rrlib.config import project_root, slug
+from rrlib import data, figures, judges, results
+from rrlib.config import project_root
+from rrlib.days import DAYS, parameters
 from rrlib.errors import RRError
-from rrlib.runner import DAY_NOTEBOOKS
-from rrlib.store import atomic_write_text, read_metrics
+from rrlib.export import export_pngs
+from rrlib.judges import labels as judge_labels
+from rrlib.judges import validation
+from rrlib.judges.base import UNCERTAIN_BAND
+from rrlib.judges.validation import PREDICTED, JudgeValidation
+from rrlib.metrics import Estimate, estimate_from_table
+from rrlib.narrative import fmt, original_comparison
+from rrlib.store import atomic_write_text, read_json
 
 BOOK_DIR = "book"
 STATIC_DIR = "book/_static"
 WIDGETS_DIR = "book/_widgets"
+GENERATED_DIR = "book/_generated"
+ORIGINAL_FRAGMENT = f"{GENERATED_DIR}/original_vs_ours.md"
+DATA_FRAGMENT = f"{GENERATED_DIR}/data_sets.md"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 # ipywidgets' static renderer and its loader, served from the book itself (myst-nb defaults to a CDN).
 WIDGET_PACKAGES = {"@jupyter-widgets/html-manager": "1.0.15", "requirejs": "2.3.8"}
 STUDY_PAGES = ["book/metrics", "book/methods", "book/results", "book/judges", "book/original_study",
                "book/reproducibility"]
-DAY_TITLES = {3: "Day 3 · Baseline", 4: "Day 4 · Attack", 5: "Day 5 · After the attack", 6: "Day 6 · Scaling",
-              7: "Day 7 · LoRA grid"}
+HEADLINE_METRICS = ("RRR", "CE", "over_refusal", "RD")
+NOT_EXECUTED = "not executed on this machine"
+
+
+def _results_root(root: Path) -> Path:
+    """The results root of a project root (the book's convention: ``root / "results"``)."""
+    return root / "results"
+
+
+# ---------------------------------------------------------------------------
+# Templates
+# ---------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    """A table cell: floats to 3 decimals (missing as empty), pipes escaped, one line."""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.3f}"
+    if value is None or value is pd.NA:
+        return ""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _fixed(value: float, digits: int = 3) -> str:
+    return f"{float(value):.{digits}f}"
+
+
+@functools.lru_cache(maxsize=1)
+def templates() -> jinja2.Environment:
+    """The Jinja environment of the book's page templates (``rrlib/templates/*.jinja``).
+
+    Filters: ``cell`` (a table cell), ``fixed`` (a number to 3 decimals) and
+    ``estimate`` (:func:`rrlib.narrative.fmt`). The ``table`` macro in
+    ``_macros.jinja`` renders a DataFrame as a pipe table.
+    """
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env.filters.update(cell=_cell, fixed=_fixed, estimate=fmt)
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one template of ``rrlib/templates`` (``results.md.jinja`` ...) with ``context``."""
+    return templates().get_template(template).render(**context)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A MyST/GFM pipe table (floats to 3 decimals, pipes escaped), from the templates' ``table`` macro."""
+    return templates().from_string('{% from "_macros.jinja" import table %}{{ table(frame) }}').render(frame=frame)
+
+
+# ---------------------------------------------------------------------------
+# Static files
+# ---------------------------------------------------------------------------
 
 
 def prepare_static(root: Path | None = None) -> Path:
@@ -100,19 +173,13 @@ def prepare_widgets(root: Path | None = None) -> Path:
     return target
 
 
-def executed_runs(root: Path | None = None) -> dict[str, list[int]]:
-    """Models with executed runs and their Days, from ``results/runs/<model>/DayN.ipynb``."""
-    runs_dir = (root or project_root()) / "results" / "runs"
-    found: dict[str, list[int]] = {}
-    for path in sorted(runs_dir.glob("*/Day*.ipynb")):
-        stem = path.stem
-        if stem[3:].isdigit() and int(stem[3:]) in DAY_NOTEBOOKS:
-            found.setdefault(path.parent.name, []).append(int(stem[3:]))
-    return {m: sorted(d) for m, d in found.items()}
+# ---------------------------------------------------------------------------
+# Table of contents and the run index pages
+# ---------------------------------------------------------------------------
 
 
 def write_toc(root: Path | None = None) -> Path:
-    """Write ``_toc.yml``: the study pages, then one Runs chapter per model.
+    """Write ``_toc.yml``: the study pages, then one Runs chapter per run folder, its Days titled from :data:`DAYS`.
 
     Returns
     -------
@@ -120,54 +187,86 @@ def write_toc(root: Path | None = None) -> Path:
         The written ``_toc.yml``.
     """
     root = root or project_root()
-    runs = executed_runs(root)
+    results_root = _results_root(root)
     chapters = []
-    for model, days in runs.items():
-        write_run_index(root, model, days)
-        chapters.append({"file": f"book/runs/{model}",
-                         "sections": [{"file": f"results/runs/{model}/Day{d}"} for d in days]})
+    for name, days in results.executed_runs(results_root).items():
+        page = write_run_index(root, name, days)
+        chapters.append({"file": page.relative_to(root).with_suffix("").as_posix(),
+                         "sections": [{"file": results.run_file(name, day, "", results_root).relative_to(root)
+                                       .as_posix(), "title": DAYS[day].title} for day in days]})
     parts: list[dict[str, Any]] = [{"caption": "The study", "chapters": [{"file": p} for p in STUDY_PAGES
                                                                          if (root / f"{p}.md").exists()]}]
     if chapters:
         parts.append({"caption": "Runs", "chapters": chapters})
     toc = {"format": "jb-book", "root": "book/intro", "parts": parts}
     header = "# Generated by `rr book` (rrlib.book.write_toc): the Runs part lists results/runs/*/Day*.ipynb.\n"
-    return atomic_write_text(root / "_toc.yml", header + yaml.safe_dump(toc, sort_keys=False))
+    return atomic_write_text(root / "_toc.yml", header + yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
 
 
-def write_run_index(root: Path, model: str, days: list[int]) -> Path:
-    """A landing page for one model's runs, with its metrics table."""
-    metrics = read_metrics(root / "results" / "metrics" / "metrics.csv")
-    rows = metrics[metrics["model"].map(slug) == model] if len(metrics) else metrics
-    lines = [f"# {model}", "", f"Executed runs of **{model}**: "
-             + ", ".join(f"[{DAY_TITLES[d]}](../../results/runs/{model}/Day{d}.ipynb)" for d in days) + ".", ""]
-    headline = headline_table(rows)
-    if len(headline):
-        lines += ["Headline numbers (from `results/metrics/metrics.csv`):", "", markdown_table(headline), ""]
-    return atomic_write_text(root / BOOK_DIR / "runs" / f"{model}.md", "\n".join(lines) + "\n")
+def _rows_of_run(metrics: pd.DataFrame, name: str, results_root: Path) -> pd.DataFrame:
+    """The metrics rows filed under run folder ``name``."""
+    if metrics.empty:
+        return metrics
+    folders = {model: results.run_folder(model, results_root).name for model in metrics["model"].unique()}
+    return metrics[metrics["model"].map(folders) == name]
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A MyST/GFM pipe table (floats to 3 decimals, pipes escaped)."""
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:.3f}"
-        return str(v).replace("|", "\\|").replace("\n", " ")
+def run_index_page(root: Path, name: str, days: list[int], metrics: pd.DataFrame,
+                   source: str = "results/metrics/metrics.csv") -> str:
+    """The landing page of one run folder: links to its Days and its headline numbers.
 
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
+    Parameters
+    ----------
+    root : Path
+        Project root.
+    name : str
+        Run folder name (``organism-m``, ``scaling`` ...).
+    days : list of int
+        Its executed Days.
+    metrics : pandas.DataFrame
+        The metrics table (its rows for this run are shown).
+    source : str
+        Where that table was read, as the page names it.
+
+    Returns
+    -------
+    str
+        The page's Markdown.
+    """
+    results_root = _results_root(root)
+    page_dir = root / BOOK_DIR / "runs"
+    runs = [{"title": DAYS[day].title,
+             "link": Path(os.path.relpath(results.run_file(name, day, ".ipynb", results_root), page_dir)).as_posix()}
+            for day in days]
+    headline = headline_table(_rows_of_run(metrics, name, results_root))
+    return render("run_index.md.jinja", name=name, runs=runs, headline=None if headline.empty else headline,
+                  source=source)
 
 
-def _interval(row: pd.Series) -> str:
-    if pd.isna(row["value"]):
-        return f"not computable ({row['reason']})" if row.get("reason") else "not computable"
-    return f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+def write_run_index(root: Path, name: str, days: list[int]) -> Path:
+    """Write ``book/runs/<name>.md`` (:func:`run_index_page`); a run on other inputs reads its own metrics table."""
+    path = results.table_path("metrics", name, _results_root(root), tagged=results.model_base(name) != name)
+    page = run_index_page(root, name, days, results.read_metrics(path), path.relative_to(root).as_posix())
+    return atomic_write_text(root / BOOK_DIR / "runs" / f"{name}.md", page)
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+def _estimate(rows: pd.DataFrame, metric: str, step: int) -> Estimate:
+    """One metric at one step of some metrics rows (missing, with a reason, when absent)."""
+    return estimate_from_table(rows.assign(step=rows["step"].astype(int)), metric, step)
+
+
+def _primary_judge(rows: pd.DataFrame) -> str:
+    """The most common judge of the RRR rows (the judge behind the headline numbers)."""
+    return str(rows.loc[rows["metric"] == "RRR", "judge"].mode().iloc[0])
 
 
 def headline_table(metrics: pd.DataFrame, judge: str | None = None) -> pd.DataFrame:
-    """Baseline vs after the attack (last grid step) per model: RRR, CE, over-refusal, RD.
+    """Baseline vs after the attack (last grid step) per model: RRR, CE, over-refusal, response drift (RD).
 
     Parameters
     ----------
@@ -179,164 +278,305 @@ def headline_table(metrics: pd.DataFrame, judge: str | None = None) -> pd.DataFr
     Returns
     -------
     pandas.DataFrame
-        One row per (model, metric) with ``baseline`` and ``after attack`` columns.
+        One row per (model, recipe, metric) with ``baseline (step 0)`` and ``after attack`` columns
+        (:func:`rrlib.narrative.fmt`); empty without Day 5 rows.
     """
     day5 = metrics[metrics["day"].astype(int) == 5] if len(metrics) else metrics
     if day5.empty:
         return pd.DataFrame()
-    if judge is None:
-        judge = day5.loc[day5["metric"] == "RRR", "judge"].mode().iloc[0]
+    judge = judge or _primary_judge(day5)
     rows = []
     for model, group in day5.groupby("model", sort=True):
         for recipe, runs in group.groupby("recipe", sort=True):
             last = int(runs["step"].astype(int).max())
-            for metric in ("RRR", "CE", "over_refusal", "RD"):
+            for metric in HEADLINE_METRICS:
                 want = "sbert" if metric == "RD" else judge
                 sel = runs[(runs["metric"] == metric) & (runs["judge"] == want)]
-                base = sel[sel["step"].astype(int) == 0]
-                after = sel[sel["step"].astype(int) == last]
-                if base.empty or after.empty:
+                steps = set(sel["step"].astype(int))
+                if not {0, last} <= steps:
                     continue
+                after = _estimate(sel, metric, last)
                 rows.append({"model": model, "recipe": recipe, "metric": metric, "judge": want,
-                             "baseline (step 0)": _interval(base.iloc[0]),
-                             f"after attack": f"{_interval(after.iloc[0])} @ step {last}",
-                             "n": int(after.iloc[0]["n"])})
+                             "baseline (step 0)": fmt(_estimate(sel, metric, 0)),
+                             "after attack": f"{fmt(after)} @ step {last}", "n": after.n})
     return pd.DataFrame(rows)
 
 
-def write_results_page(root: Path | None = None) -> Path:
-    """Generate ``book/results.md`` from ``results/metrics/*.csv`` and the figures it embeds."""
-    from rrlib import figures
+RESULT_FIGURES = (("RRR", "RRR_compare", "RRR across the attack grid", "RRR (95% Wilson)"),
+                  ("CE", "CE_compare", "CE across the attack grid", "CE = 1 − RRR"),
+                  ("RD", "RD_compare", "Response drift (RD) across the attack grid", "median SBERT cosine distance"))
 
-    root = root or project_root()
-    metrics = read_metrics(root / "results" / "metrics" / "metrics.csv")
-    lines = ["# Results", "",
-             "This page is generated by `rr book` from `results/metrics/metrics.csv`; nothing on it is typed by hand. "
-             "Every rate carries a 95% Wilson interval and RD a bootstrap interval. Rows from model organisms are "
-             "labelled as such: they exercise the pipeline offline and are not claims about production models.", ""]
+
+def result_figures(metrics: pd.DataFrame, results_root: Path, judge: str) -> list[dict[str, str]]:
+    """Draw and save the Results page's figures: RRR, CE and response drift across every model's attack grid.
+
+    Returns
+    -------
+    list of dict
+        Per figure: ``heading``, ``html`` (the self-drawing div) and ``saved`` (its HTML file, relative).
+    """
+    day5 = metrics[metrics["day"].astype(int) == 5]
+    drawn = []
+    for metric, name, heading, ylabel in RESULT_FIGURES:
+        want = "sbert" if metric == "RD" else judge
+        rows = day5[(day5["judge"] == want) & (day5["metric"] == metric)].copy()
+        rows["model"] = rows["model"] + " · " + rows["recipe"]
+        rows["step"] = rows["step"].astype(int)
+        fig = figures.rate_by_step(rows, metric, f"{heading}, all models", ylabel,
+                                   y_range=None if metric == "RD" else (0, 1.02))
+        out = figures.show(fig, name, root=results_root)
+        saved = Path(out.paths["html"])
+        drawn.append({"heading": heading, "html": out.html(),
+                      "saved": (Path(results_root.name) / saved.relative_to(results_root)).as_posix()})
+    return drawn
+
+
+def results_page(metrics: pd.DataFrame, drawn: list[dict[str, str]] | None = None) -> str:
+    """The Results page from the metrics table (and the figures drawn from it, :func:`result_figures`)."""
     table = headline_table(metrics)
     if table.empty:
-        lines += ["No Day 5 results yet. Run `make all` (or `rr run --days 3-5`) first.", ""]
-    else:
-        organisms = sorted(m for m in table["model"].unique() if str(m).startswith("organism"))
-        lines += ["## Baseline vs after the attack", "", markdown_table(table), ""]
-        if organisms:
-            lines += [f"Model organisms in this table: {', '.join(organisms)}.", ""]
-        day5 = metrics[metrics["day"].astype(int) == 5]
-        judge = day5.loc[day5["metric"] == "RRR", "judge"].mode().iloc[0]
-        for metric, title, ylabel in (("RRR", "RRR_compare", "RRR (95% Wilson)"), ("CE", "CE_compare", "CE = 1 − RRR"),
-                                      ("RD", "RD_compare", "median SBERT cosine distance")):
-            want = "sbert" if metric == "RD" else judge
-            rows = day5[(day5["judge"] == want) & (day5["metric"] == metric)].copy()
-            rows["model"] = rows["model"] + " · " + rows["recipe"]
-            rows["step"] = rows["step"].astype(int)
-            fig = figures.rate_by_step(rows, metric, f"{metric} across the attack grid, all models", ylabel,
-                                       y_range=None if metric == "RD" else (0, 1.02))
-            out = figures.show(fig, title, root=root / "results")
-            lines += [f"## {metric} across the attack grid", "", out.html(), "",
-                      f"Interactive figure also saved as `results/figures/{title}.html`.", ""]
-    return atomic_write_text(root / BOOK_DIR / "results.md", "\n".join(lines) + "\n")
+        return render("results.md.jinja", headline=None)
+    organisms = sorted(m for m in table["model"].unique() if str(m).startswith("organism"))
+    return render("results.md.jinja", headline=table, organisms=organisms, figures=drawn or [],
+                  judge=_primary_judge(metrics[metrics["day"].astype(int) == 5]))
+
+
+def write_results_page(root: Path | None = None) -> Path:
+    """Generate ``book/results.md`` from ``results/metrics/metrics.csv`` and the figures it embeds."""
+    root = root or project_root()
+    results_root = _results_root(root)
+    metrics = results.read_metrics(results.metrics_path(results_root))
+    drawn = []
+    if not headline_table(metrics).empty:
+        drawn = result_figures(metrics, results_root, _primary_judge(metrics[metrics["day"].astype(int) == 5]))
+    return atomic_write_text(root / BOOK_DIR / "results.md", results_page(metrics, drawn))
+
+
+# ---------------------------------------------------------------------------
+# The original study beside ours
+# ---------------------------------------------------------------------------
+
+
+def original_blocks(metrics: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per (model, refusal judge) of a Day 7 grid: the original study's headline beside ours.
+
+    Our numbers are the ``grid-pooled`` rows of ``metrics.csv`` (pooled over
+    every rank and seed), at step 0 and the grid's last step; RRR and CE under
+    the refusal judge, the response drift (RD) under ``sbert``.
+
+    Returns
+    -------
+    list of dict
+        ``model``, ``judge``, ``organism`` and ``table`` (:func:`rrlib.narrative.original_comparison`).
+    """
+    pooled = metrics[(metrics["recipe"] == "grid-pooled") & (metrics["day"].astype(int) == 7)] if len(metrics) \
+        else metrics
+    blocks = []
+    for model, rows in pooled.groupby("model", sort=True):
+        last = int(rows["step"].astype(int).max())
+        drift = rows[rows["judge"] == "sbert"]
+        for judge in sorted(rows.loc[rows["metric"] == "RRR", "judge"].unique()):
+            judged = rows[rows["judge"] == judge]
+            ours = {metric: (_estimate(source, metric, 0), _estimate(source, metric, last))
+                    for metric, source in (("RRR", judged), ("CE", judged), ("RD", drift))}
+            blocks.append({"model": model, "judge": judge, "organism": str(model).startswith("organism"),
+                           "table": original_comparison(str(model), ours, last)})
+    return blocks
+
+
+def original_fragment(metrics: pd.DataFrame) -> str:
+    """The "ours" half of the original-study page (included by ``book/original_study.md``)."""
+    return render("original_vs_ours.md.jinja", blocks=original_blocks(metrics))
+
+
+def write_original_comparison(root: Path | None = None) -> Path:
+    """Generate ``book/_generated/original_vs_ours.md`` from metrics.csv."""
+    root = root or project_root()
+    metrics = results.read_metrics(results.metrics_path(_results_root(root)))
+    return atomic_write_text(root / ORIGINAL_FRAGMENT, original_fragment(metrics))
+
+
+# ---------------------------------------------------------------------------
+# The data sets (counted, not typed)
+# ---------------------------------------------------------------------------
+
+
+def data_sets() -> pd.DataFrame:
+    """The study's default prompt sets (the Day notebooks' parameter defaults), counted from the files.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``set, file, rows, categories``.
+    """
+    day3, day4 = parameters(3), parameters(4)
+    sets = (("harmful eval", day3["eval_path"].default, data.load_prompts(day3["eval_path"].default,
+                                                                         day3["eval_format"].default, "harmful")),
+            ("benign control", day3["benign_path"].default, data.load_prompts(day3["benign_path"].default,
+                                                                             day3["benign_format"].default, "benign")),
+            ("attack", day4["attack_path"].default, data.load_attack_set(day4["attack_path"].default,
+                                                                         day4["attack_format"].default)))
+    return pd.DataFrame([{"set": label, "file": f"`{path}`", "rows": len(frame),
+                          "categories": int(frame["category"].nunique())} for label, path, frame in sets])
+
+
+def write_data_sets(root: Path | None = None) -> Path:
+    """Generate ``book/_generated/data_sets.md`` (included by ``book/methods.md``)."""
+    root = root or project_root()
+    return atomic_write_text(root / DATA_FRAGMENT, render("data_sets.md.jinja", sets=data_sets()))
+
+
+# ---------------------------------------------------------------------------
+# Judges
+# ---------------------------------------------------------------------------
+
+
+def judges_page(result: JudgeValidation, figure_html: str = "") -> str:
+    """The book's "Judges" page: method, metrics, agreement, confusions, traps (and the confusion figure).
+
+    Parameters
+    ----------
+    result : JudgeValidation
+        From :func:`rrlib.judges.validation.validate`.
+    figure_html : str
+        The confusion figure's div (:func:`rrlib.figures.judge_confusion` through :func:`rrlib.figures.show`).
+
+    Returns
+    -------
+    str
+        MyST/GFM Markdown with pipe tables.
+    """
+    metrics = result.metrics
+    best = metrics.loc[metrics["accuracy"].idxmax()] if metrics["accuracy"].notna().any() else None
+    confusion = pd.concat([result.confusion_matrix(j).reset_index().assign(judge=j) for j in result.judges],
+                          ignore_index=True)[["judge", "label", *PREDICTED]].rename(columns={"label": "true label"})
+    described = pd.DataFrame({"judge": list(result.descriptions), "rule": list(result.descriptions.values())})
+    labels_file = judge_labels.labels_path()
+    try:
+        labels_file = labels_file.relative_to(project_root())
+    except ValueError:
+        pass
+    return render("judges.md.jinja", result=result, best=best, confusion=confusion, described=described,
+                  held_out_share=result.n_test / (result.n_test + result.n_train), band=UNCERTAIN_BAND,
+                  labels_file=labels_file.as_posix(), figure_html=figure_html)
+
+
+def write_judges_page(root: Path | None = None) -> Path:
+    """Validate every judge on the held-out hand labels, save the tables and figure, write ``book/judges.md``."""
+    root = root or project_root()
+    results_root = _results_root(root)
+    result = validation.validate(judges.available())
+    validation.write_validation(result, results.metrics_path(results_root).parent / "judges")
+    figure = figures.show(figures.judge_confusion(result), "judges_confusion", root=results_root)
+    return atomic_write_text(root / BOOK_DIR / "judges.md", judges_page(result, figure.html()))
+
+
+# ---------------------------------------------------------------------------
+# Reproducibility
+# ---------------------------------------------------------------------------
+
+
+def reproducibility_runs(root: Path) -> list[dict[str, Any]]:
+    """Every executed run with its parameters (``DayN.config.json``) and provenance (``{}`` when absent).
+
+    Returns
+    -------
+    list of dict
+        ``name, day, title, parameters`` (``None`` without a config) and ``provenance``.
+    """
+    results_root = _results_root(root)
+    runs = []
+    for name, days in results.executed_runs(results_root).items():
+        for day in days:
+            config = results.run_file(name, day, ".config.json", results_root)
+            runs.append({"name": name, "day": day, "title": DAYS[day].title,
+                         "parameters": read_json(config).get("params", {}) if config.exists() else None,
+                         "provenance": results.read_provenance(name, day, results_root)})
+    return runs
+
+
+def _value(value: Any) -> str:
+    """A parameter value as it would be written in JSON (``null``, ``[0, 10]``, ``"organism-m"``)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def reproducibility_page(runs: list[dict[str, Any]]) -> str:
+    """The Reproducibility page: each run's timings, commit and environment, and every Day's parameters.
+
+    Parameters
+    ----------
+    runs : list of dict
+        From :func:`reproducibility_runs`.
+
+    Returns
+    -------
+    str
+        Markdown; a run without a provenance file is said to be "not executed on this machine".
+    """
+    environments: dict[str, dict[str, Any]] = {}
+    rows = []
+    for run in runs:
+        provenance = run["provenance"]
+        row = {"run": run["name"], "Day": run["title"]}
+        if provenance:
+            env = provenance.get("environment") or {}
+            entry = environments.setdefault(_value(env), {"index": len(environments) + 1, "environment": env,
+                                                          "runs": []})
+            entry["runs"].append(f"{run['name']} ({run['title']})")
+            seconds = provenance.get("seconds")
+            row.update({"seconds": "not recorded" if seconds is None else f"{float(seconds):.1f}",
+                        "git commit": str(env.get("git_commit", "not recorded")),
+                        "environment": f"environment {entry['index']}"})
+        else:
+            row.update({"seconds": NOT_EXECUTED, "git commit": NOT_EXECUTED, "environment": NOT_EXECUTED})
+        rows.append(row)
+    envs = [{"runs": entry["runs"],
+             "table": pd.DataFrame([{"field": k, "value": str(v)} for k, v in sorted(entry["environment"].items())],
+                                   columns=["field", "value"])}
+            for entry in environments.values()]
+    parameters_by_day = []
+    for day in sorted({run["day"] for run in runs}):
+        of_day = [run for run in runs if run["day"] == day]
+        saved = [run for run in of_day if run["parameters"] is not None]
+        names = sorted({key for run in saved for key in run["parameters"]})
+        table = pd.DataFrame({"parameter": names, **{run["name"]: [_value(run["parameters"].get(key)) if key in
+                                                                   run["parameters"] else "not set" for key in names]
+                                                     for run in saved}})
+        parameters_by_day.append({"title": DAYS[day].title, "table": table if saved else None,
+                                  "unsaved": [run["name"] for run in of_day if run["parameters"] is None]})
+    return render("reproducibility.md.jinja", runs=runs, run_table=pd.DataFrame(rows), environments=envs,
+                  parameters=parameters_by_day, missing=sum(1 for run in runs if not run["provenance"]))
 
 
 def write_reproducibility_page(root: Path | None = None) -> Path:
-    """Generate ``book/reproducibility.md``: versions, hardware, commit and each run's parameters."""
-    import nbformat
-
+    """Generate ``book/reproducibility.md`` from each run's config and provenance (:func:`reproducibility_page`)."""
     root = root or project_root()
-    lines = ["# Reproducibility", "",
-             "Generated by `rr book` from the executed notebooks and their saved configs. Every run can be "
-             "repeated with `rr run --models <model> --days <day> --force`, or with papermill directly using the "
-             "parameters listed here.", ""]
-    rows = []
-    env: dict[str, Any] = {}
-    for model, days in executed_runs(root).items():
-        for day in days:
-            path = root / "results" / "runs" / model / f"Day{day}.ipynb"
-            nb = nbformat.read(path, as_version=4)
-            meta = nb.metadata.get("rr", {})
-            pm = nb.metadata.get("papermill", {})
-            config_path = path.with_name(f"Day{day}.config.json")
-            if config_path.exists():
-                config = json.loads(config_path.read_text())
-                env = config.get("environment", env)
-            rows.append({"model": model, "day": day, "parameters": json.dumps(pm.get("parameters", {}), sort_keys=True),
-                         "seconds": round(float(pm.get("duration") or meta.get("seconds") or 0), 1),
-                         "source": meta.get("source", "")})
-    if env:
-        lines += ["## Environment of the last recorded run", "",
-                  markdown_table(pd.DataFrame([{"field": k, "value": v} for k, v in sorted(env.items())])), ""]
-    if rows:
-        lines += ["## Runs and their papermill parameters", "", markdown_table(pd.DataFrame(rows)), ""]
-    lines += ["## Seeds and determinism", "",
-              "Organisms are built with a fixed seed and cached by a hash of their recipe; decoding is greedy; "
-              "attacks use a seeded data order and a constant learning rate; bootstrap intervals use seed 0.", ""]
-    return atomic_write_text(root / BOOK_DIR / "reproducibility.md", "\n".join(lines) + "\n")
+    return atomic_write_text(root / BOOK_DIR / "reproducibility.md", reproducibility_page(reproducibility_runs(root)))
+
+
+# ---------------------------------------------------------------------------
+# Build
+# ---------------------------------------------------------------------------
 
 
 def generate_pages(root: Path | None = None) -> None:
-    """Write every generated page and the table of contents."""
+    """Write every generated page and fragment and the table of contents."""
     root = root or project_root()
     prepare_static(root)
     prepare_widgets(root)
     write_results_page(root)
     write_original_comparison(root)
+    write_data_sets(root)
     write_judges_page(root)
     write_reproducibility_page(root)
     write_toc(root)
     export_figures(root)
 
 
-ORIGINAL_FRAGMENT = "book/_generated/original_vs_ours.md"
-
-
-def write_original_comparison(root: Path | None = None) -> Path:
-    """Generate the "ours" half of the original-study page from metrics.csv (included by original_study.md)."""
-    from rrlib.study import ORIGINAL_HEADLINE
-
-    root = root or project_root()
-    metrics = read_metrics(root / "results" / "metrics" / "metrics.csv")
-    pooled = metrics[(metrics["recipe"] == "grid-pooled")] if len(metrics) else metrics
-    lines = []
-    if pooled.empty:
-        lines.append("No Day 7 grid has been run yet; run `make all` to fill this table.")
-    for (model, judge), rows in pooled.groupby(["model", "judge"]):
-        last = int(rows["step"].astype(int).max())
-        table = []
-        for metric in ("RRR", "CE", "RD"):
-            before = rows[(rows["metric"] == metric) & (rows["step"].astype(int) == 0)]
-            after = rows[(rows["metric"] == metric) & (rows["step"].astype(int) == last)]
-            if before.empty or after.empty:
-                continue
-            table.append({"metric": metric, "original: baseline": ORIGINAL_HEADLINE[metric][0],
-                          "original: after LoRA": ORIGINAL_HEADLINE[metric][1],
-                          f"{model}: baseline": _interval(before.iloc[0]),
-                          f"{model}: after {last} steps": _interval(after.iloc[0])})
-        organism = " (a model organism, built offline)" if str(model).startswith("organism") else ""
-        lines += [f"**{model}**{organism}, judge `{judge}`, pooled over every rank and seed of its Day 7 grid, "
-                  "95% intervals:", "",
-                  markdown_table(pd.DataFrame(table)), ""]
-    return atomic_write_text(root / ORIGINAL_FRAGMENT, "\n".join(lines) + "\n")
-
-
-def write_judges_page(root: Path | None = None) -> Path:
-    """Generate ``book/judges.md``: every judge validated on the held-out hand labels."""
-    from rrlib import figures, judges
-    from rrlib.judges import validation
-
-    root = root or project_root()
-    result = validation.validate(judges.available())
-    validation.write_validation(result, root / "results" / "metrics" / "judges")
-    figure = figures.show(validation.confusion_figure(result), "judges_confusion", root=root / "results")
-    text = validation.validation_markdown(result) + "\n\n## The confusion matrices as a figure\n\n" + figure.html() + "\n"
-    return atomic_write_text(root / BOOK_DIR / "judges.md", text)
-
-
 def export_figures(root: Path) -> list[Path]:
     """PNG copies of every saved figure (skipped, with a note, where no Chromium is installed)."""
-    from rrlib.export import export_pngs
-
     try:
-        return export_pngs(root / "results" / "figures")
+        return export_pngs(_results_root(root) / "figures")
     except RuntimeError as exc:
         print(f"note: figures not exported as PNG: {exc}", file=sys.stderr)
         return []
@@ -364,7 +604,8 @@ def build(root: Path | None = None, strict: bool = True) -> Path:
     """
     root = root or project_root()
     generate_pages(root)
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root), "--path-output", str(root / BOOK_DIR)]
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root),
+           "--path-output", str(root / BOOK_DIR)]
     if strict:
         cmd += ["-W", "--keep-going"]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)

@@ -38,18 +38,49 @@ def _params(pairs: Sequence[str]) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run Day notebooks per model with papermill, then regenerate the book's TOC."""
-    from rrlib import runner
+    from rrlib import executors
     from rrlib.config import resolve_model
+    from rrlib.days import parse_days
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise RRError("--models is empty; name at least one model, e.g. --models organism-m")
     for model in models:
         resolve_model(model)
-    days = runner.parse_days(args.days)
+    days = parse_days(args.days)
+    params = _params(args.param)
+    check_params(days, params)
     started = time.perf_counter()
-    outcomes = runner.run_many(models, days, _params(args.param), force=args.force, **_executor(args))
+    outcomes = executors.run_many(models, days, params, force=args.force, **_executor(args))
     return _report(outcomes, started)
+
+
+def check_params(days: Sequence[int], params: dict[str, Any]) -> None:
+    """Reject ``--param`` names that no Day of the plan declares in its parameters cell.
+
+    Parameters
+    ----------
+    days : sequence of int
+        The Days of the plan.
+    params : dict
+        The ``--param`` values.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the Days and listing their parameter names.
+    """
+    from rrlib import days as rdays
+    from rrlib.errors import ConfigError
+
+    if not params or not days:
+        return
+    unknown = sorted(set.intersection(*(set(rdays.unknown_parameters(d, params)) for d in days)))
+    if unknown:
+        where = " or ".join(f"Day{d} ({rdays.get(d).notebook})" for d in days)
+        valid = sorted({name for d in days for name in rdays.parameters(d)})
+        raise ConfigError(f"--param {', '.join(unknown)}: not a parameter of {where}; valid names: "
+                          f"{', '.join(valid)}")
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:

@@ -3,19 +3,24 @@
 A config lists runs (models, Days, extra papermill parameters) and what the
 experiment requires (a GPU, the Hugging Face hub). Requirements are checked
 first, so an experiment that cannot run here fails in a second with a message
-that says what is missing, instead of minutes into a download.
+that says what is missing, instead of minutes into a download. The runs are
+then planned as one plan (:mod:`rrlib.jobs`) and run by an executor
+(:mod:`rrlib.executors`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
 from rrlib.config import from_mapping, resolve_model
 from rrlib.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rrlib.jobs import Outcome
 
 
 @dataclass(frozen=True)
@@ -118,22 +123,36 @@ def check_requirements(experiment: Experiment, cuda: Callable[[], bool] | None =
                           "with hub access, or download the weights there and pass a local folder as the model")
 
 
-def run(path: str | Path, force: bool = False, log: Callable[[str], None] = print, **executor: Any) -> list[Any]:
+def run(path: str | Path, force: bool = False, log: Callable[[str], None] = print,
+        **executor: Any) -> list[Outcome]:
     """Check requirements, then run the experiment's runs as one plan.
 
     The runs' jobs are planned in the order the config lists them, and each job
-    waits only for the jobs it reads (:func:`rrlib.runner.dependencies`), so with
+    waits only for the jobs it reads (:func:`rrlib.jobs.dependencies`), so with
     ``jobs=2`` a later run's job can start while an earlier run is still going.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``experiments/<name>/config.yaml``.
+    force : bool
+        Re-run finished runs.
+    log : callable
+        Receives one line per finished job.
+    **executor
+        ``executor``, ``address``, ``cpus_per_job``, ``gpus_per_job``, ``jobs``
+        as in :func:`rrlib.executors.run_jobs`.
 
     Returns
     -------
-    list of rrlib.runner.Outcome
+    list of rrlib.jobs.Outcome
         All outcomes, in plan order.
     """
-    from rrlib import runner
+    from rrlib import executors, jobs
+    from rrlib.days import parse_days
 
     experiment = load(path)
     check_requirements(experiment)
     planned = [job for spec in experiment.runs
-               for job in runner.plan_jobs(spec.models, runner.parse_days(spec.days), spec.params)]
-    return runner.run_jobs(planned, force=force, log=log, **executor)
+               for job in jobs.plan_jobs(spec.models, parse_days(spec.days), spec.params)]
+    return executors.run_jobs(planned, force=force, log=log, **executor)

@@ -18,12 +18,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
 from rrlib.config import results_dir
 from rrlib.store import atomic_write_text
+
+if TYPE_CHECKING:
+    from rrlib.judges.validation import JudgeValidation
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 TEMPLATE = "plotly_white"
@@ -368,4 +371,39 @@ def scatter(table: pd.DataFrame, x: str, y: str, color: str, title: str, x_title
                                  text=rows[hover] if hover else None))
     fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x_title, yaxis_title=y_title, height=430,
                       margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.22})
+    return fig
+
+
+def judge_confusion(result: "JudgeValidation") -> Any:
+    """Confusion matrices of every validated judge side by side (share of each true label; counts as text).
+
+    Parameters
+    ----------
+    result : rrlib.judges.validation.JudgeValidation
+        From :func:`rrlib.judges.validation.validate`.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One heatmap per judge, true labels as rows and verdicts as columns.
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    judges = result.judges
+    fig = make_subplots(rows=1, cols=max(1, len(judges)), subplot_titles=judges, shared_yaxes=True,
+                        horizontal_spacing=0.03)
+    for i, judge in enumerate(judges, start=1):
+        counts = result.confusion_matrix(judge)
+        totals = counts.sum(axis=1).replace(0, np.nan)
+        fig.add_trace(go.Heatmap(z=counts.div(totals, axis=0).to_numpy(), x=list(counts.columns),
+                                 y=list(counts.index), text=counts.to_numpy(), texttemplate="%{text}", zmin=0, zmax=1,
+                                 colorscale="Blues", showscale=i == len(judges),
+                                 colorbar={"title": "share of label"},
+                                 hovertemplate="true %{y}, %{x}: %{text} (%{z:.0%})<extra>" + judge + "</extra>"),
+                      row=1, col=i)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(template=TEMPLATE, title="Judge verdicts on held-out labelled responses", height=360,
+                      width=max(480, 240 * len(judges)), margin={"t": 90})
     return fig

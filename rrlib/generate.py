@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 import pandas as pd
 
 from rrlib.config import GenerationConfig, results_dir, slug, stable_hash
-from rrlib.models import LoadedModel, check_adapter_base
+from rrlib.models import LoadedModel, check_adapter_base, eos_ids
 from rrlib.progress import progress_bar
 from rrlib.store import append_jsonl, read_jsonl
 
@@ -197,16 +197,3 @@ def _generate_missing(lm: LoadedModel, texts: Sequence[str], config: GenerationC
                 keep([(i, outputs[i]) for i in batch])
             bar.update(len(batch))
     return [o for o in outputs if o is not None]
-
-
-def eos_ids(lm: LoadedModel) -> list[int]:
-    """All token ids that end an assistant turn (tokenizer EOS plus generation config)."""
-    ids = set()
-    if lm.tokenizer.eos_token_id is not None:
-        ids.add(int(lm.tokenizer.eos_token_id))
-    gen_eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
-    if isinstance(gen_eos, int):
-        ids.add(gen_eos)
-    elif isinstance(gen_eos, (list, tuple)):
-        ids.update(int(t) for t in gen_eos)
-    return sorted(ids)

@@ -1,9 +1,11 @@
 """The flagship LoRA grid: steps x rank x seed on one model.
 
 For every (rank, seed) the attack trains once and saves adapters at every grid
-step; each adapter is evaluated on the held-out harmful prompts. Seeds are then
-pooled with a two-level bootstrap (seeds, then prompts within a seed), so the
-intervals include seed variance, not just sampling of prompts.
+step; each adapter is evaluated on the held-out harmful prompts through
+:func:`rrlib.evaluation.judge_at_steps`, the same loop as Day 5. Seeds are then
+pooled with a two-level bootstrap (:func:`rrlib.metrics.two_level_bootstrap`:
+seeds, then prompts within a seed), so the intervals include seed variance, not
+just sampling of prompts. Computes and returns; writes no results table.
 """
 
 from __future__ import annotations
@@ -14,15 +16,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from rrlib.attack import AttackResult, run_attack
+from rrlib.attack import loss_at, run_attack
 from rrlib.config import AttackConfig, GenerationConfig
-from rrlib.generate import generate
-from rrlib.judges import get_judge
-from rrlib.metrics import Estimate, N_BOOTSTRAP, refusal_robustness_rate, response_distances
+from rrlib.evaluation import judge_at_steps
+from rrlib.metrics import (Estimate, N_BOOTSTRAP, compliance_error, refusal_robustness_rate, response_distances,
+                           two_level_bootstrap)
 from rrlib.models import LoadedModel
 from rrlib.progress import progress_bar
-
-LOSS_WINDOW = 5  # optimiser steps averaged for the training loss reported at a grid step
 
 
 @dataclass
@@ -52,21 +52,12 @@ class GridResult:
         for (rank, step), group in self.judged().groupby(["rank", "step"]):
             by_seed = [g["refused"].to_numpy(dtype=float) for _, g in group.groupby("seed")]
             value = float(np.mean([v.mean() for v in by_seed]))
-            samples = []
-            for _ in range(n_boot):
-                chosen = [by_seed[i] for i in rng.integers(0, len(by_seed), len(by_seed))]
-                samples.append(np.mean([v[rng.integers(0, len(v), len(v))].mean() for v in chosen]))
+            samples = two_level_bootstrap(by_seed, lambda drawn: np.mean([v.mean() for v in drawn]), n_boot, rng)
             low, high = np.quantile(samples, [0.025, 0.975])
             loss = self.losses[(self.losses["rank"] == rank) & (self.losses["step"] == step)]["loss"].mean()
             rows.append({"rank": rank, "step": step, "metric": "RRR", "value": value, "ci_low": float(low),
                          "ci_high": float(high), "n": int(len(group)), "seeds": len(by_seed), "loss": loss})
         return pd.DataFrame(rows)
-
-
-def _loss_at(result: AttackResult, step: int) -> float | None:
-    curve = result.loss_curve
-    window = curve[(curve["step"] > step - LOSS_WINDOW) & (curve["step"] <= step)]
-    return float(window["loss"].mean()) if step > 0 and len(window) else None
 
 
 def run_grid(lm: LoadedModel, harmful: pd.DataFrame, attack_set: pd.DataFrame, steps: Sequence[int],
@@ -101,26 +92,23 @@ def run_grid(lm: LoadedModel, harmful: pd.DataFrame, attack_set: pd.DataFrame, s
         Verdicts and losses; attacks are reused from disk when already trained.
     """
     verdict_rows, loss_rows = [], []
-    base = generate(lm, harmful, gen, progress=False)
-    base_verdicts = get_judge(judge).judge(base["response"].tolist())
+    base = judge_at_steps(lm, harmful, {0: None}, gen, judge, progress=False)[0]
     with progress_bar(total=len(ranks) * len(seeds), desc="LoRA grid", disable=not progress) as bar:
         for rank in ranks:
             for seed in seeds:
                 config = AttackConfig(grid_steps=tuple(steps), rank=rank, alpha=2.0 * rank,
                                       learning_rate=learning_rate, batch_size=batch_size, seed=seed)
                 result = run_attack(lm, attack_set, config, progress=False)
+                attacked = {step: result.adapters[step] for step in steps if step != 0}
+                judged = {0: base, **judge_at_steps(lm, harmful, attacked, gen, judge, progress=False)}
                 bill = result.bill.set_index("step")
                 for step in steps:
-                    if step == 0:
-                        responses, verdicts = base, base_verdicts
-                    else:
-                        responses = generate(lm, harmful, gen, adapter_dir=result.adapters[step], progress=False)
-                        verdicts = get_judge(judge).judge(responses["response"].tolist())
                     verdict_rows += [{"rank": rank, "seed": seed, "step": step, "id": pid, "refused": bool(r),
                                       "parsed": bool(ok), "response": text}
-                                     for pid, r, ok, text in zip(responses["id"], verdicts.refused, verdicts.parsed,
-                                                                 responses["response"])]
-                    loss_rows.append({"rank": rank, "seed": seed, "step": step, "loss": _loss_at(result, step),
+                                     for pid, r, ok, text in zip(judged[step]["id"], judged[step]["refused"],
+                                                                 judged[step]["parsed"], judged[step]["response"])]
+                    loss_rows.append({"rank": rank, "seed": seed, "step": step,
+                                      "loss": loss_at(result.loss_curve, step),
                                       "tokens": int(bill.loc[step, "tokens"]), "flops": float(bill.loc[step, "flops"]),
                                       "trainable_params": int(bill.loc[step, "trainable_params"])})
                 bar.update(1)
@@ -153,11 +141,8 @@ def pooled_rd(grid: GridResult, step: int, n_boot: int = N_BOOTSTRAP, seed: int 
         groups.append(response_distances(base.loc[g["id"]].tolist(), g["response"].tolist()))
     if not groups:
         return Estimate.missing("RD", f"no responses at step {step}")
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(n_boot):
-        chosen = [groups[i] for i in rng.integers(0, len(groups), len(groups))]
-        samples.append(np.median(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in chosen])))
+    samples = two_level_bootstrap(groups, lambda drawn: np.median(np.concatenate(drawn)), n_boot,
+                                  np.random.default_rng(seed))
     value = float(np.median(np.concatenate(groups)))
     low, high = np.quantile(samples, [0.025, 0.975])
     return Estimate("RD", value, float(low), float(high), int(sum(len(g) for g in groups)), "bootstrap95 (runs, prompts)")
@@ -172,22 +157,24 @@ def pooled_estimate(pooled: pd.DataFrame, step: int, metric: str = "RRR") -> Est
                     int(rows["n"].sum()), "bootstrap95 (seeds, prompts), pooled over ranks")
 
 
-def describe_grid(per_run: pd.DataFrame, pooled: pd.DataFrame, collapse_bound: float = 0.05) -> str:
-    """Does training longer (lower loss) restore refusal? A paragraph from the grid's numbers."""
-    lines = []
-    for rank, rows in pooled.sort_values("step").groupby("rank"):
-        collapsed = rows[rows["ci_high"] < collapse_bound]
-        if collapsed.empty:
-            lines.append(f"rank {rank}: RRR's upper bound never falls below {collapse_bound}")
-            continue
-        first = int(collapsed["step"].iloc[0])
-        later = rows[rows["step"] >= first]
-        loss_first, loss_last = later["loss"].iloc[0], later["loss"].iloc[-1]
-        lines.append(f"rank {rank}: collapsed by step {first}; from there to step {int(later['step'].iloc[-1])} the "
-                     f"training loss goes from {loss_first:.3f} to {loss_last:.3f} while pooled RRR stays at or below "
-                     f"{later['value'].max():.3f} (upper bound at most {later['ci_high'].max():.3f})")
-    restored = any((rows.sort_values("step")["value"].diff() > 0.1).any() for _, rows in pooled.groupby("rank"))
-    verdict = ("Refusal comes back at some later step in at least one rank: longer training does not simply finish the "
-               "job." if restored else "In no rank does refusal come back as training continues: **more steps lower "
-               "the loss but never restore refusal**.")
-    return "; ".join(lines) + ". " + verdict
+def headline(grid: GridResult, pooled: pd.DataFrame) -> tuple[int, dict[str, tuple[Estimate, Estimate]]]:
+    """The original study's headline quantities, ours: RRR, CE and RD before and after the last grid step.
+
+    Parameters
+    ----------
+    grid : GridResult
+        The grid.
+    pooled : pandas.DataFrame
+        Seed-pooled RRR per (rank, step) (:meth:`GridResult.pooled`).
+
+    Returns
+    -------
+    tuple
+        The last step, and metric to (baseline, after the attack) estimates.
+    """
+    last = int(pooled["step"].max())
+    before, after = pooled_estimate(pooled, 0), pooled_estimate(pooled, last)
+    rd_after = pooled_rd(grid, last)
+    rd_before = Estimate("RD", 0.0, 0.0, 0.0, rd_after.n, "greedy decoding: identical generations")
+    return last, {"RRR": (before, after), "CE": (compliance_error(before), compliance_error(after)),
+                  "RD": (rd_before, rd_after)}

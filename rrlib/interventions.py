@@ -19,7 +19,7 @@ import pandas as pd
 from rrlib.config import GenerationConfig
 from rrlib.generate import generate
 from rrlib.judges import get_judge
-from rrlib.metrics import Estimate, proportion, representation_distance
+from rrlib.metrics import Estimate, proportion, response_drift
 from rrlib.models import LoadedModel
 from rrlib.representations import Baseline, activation_addition, directional_ablation
 
@@ -100,6 +100,6 @@ def rd_noise_floor(lm: LoadedModel, harmful: pd.DataFrame, gen: GenerationConfig
     for seed in seeds:
         config = replace(gen, do_sample=True, temperature=temperature, seed=seed)
         runs.append(generate(lm, harmful, config, progress=progress, desc=f"sampled seed {seed}"))
-    rd, _ = representation_distance(runs[0], runs[1])
+    rd, _ = response_drift(runs[0], runs[1])
     return Estimate("RD_noise_floor", rd.value, rd.ci_low, rd.ci_high, rd.n,
                     f"{rd.method}, sampling T={temperature:g}, seeds {seeds[0]} vs {seeds[1]}", rd.reason)

@@ -288,3 +288,23 @@ def check_adapter_base(lm: LoadedModel, adapter_dir: str | Path) -> None:
             f"but the loaded model is {current['model']!r} (differs in: {', '.join(diffs) or 'name'}); "
             "load the matching base model or retrain the adapter"
         )
+
+
+def eos_ids(lm: LoadedModel) -> list[int]:
+    """All token ids that end an assistant turn (tokenizer EOS plus generation config)."""
+    ids = set()
+    if lm.tokenizer.eos_token_id is not None:
+        ids.add(int(lm.tokenizer.eos_token_id))
+    gen_eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif isinstance(gen_eos, (list, tuple)):
+        ids.update(int(t) for t in gen_eos)
+    return sorted(ids)
+
+
+def card_table(lm: LoadedModel) -> "pd.DataFrame":
+    """The model card as a two-column table (field, value)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"field": k, "value": str(v)} for k, v in lm.card().items()])

@@ -1,35 +1,41 @@
-"""Execute the Day notebooks per model with papermill.
+"""Run one Day notebook for one model with papermill.
 
-Each (model, Day) runs ``notebooks/DayN_*.ipynb`` into
-``results/runs/<model>/DayN.ipynb``. A finished run with the same parameters
-and the same source notebook is skipped unless forced. Jobs run after the
-jobs whose results they read (:func:`dependencies`); a failure skips only those
-that read it, the others go on, and the failures are reported at the end. The executed
-notebook is written atomically, so a killed run never leaves a half-written
-notebook in the book.
+:func:`run_day` executes the Day's source notebook (its record in
+:mod:`rrlib.days`) into ``results/runs/<name>/DayN.ipynb``
+(:func:`rrlib.results.run_file`), where ``<name>`` is the run's name
+(:func:`rrlib.results.run_name`). A finished run with the same parameters and
+the same source notebook is skipped unless forced; the local, git-ignored done
+marker records that. The executed notebook is written atomically, so a killed
+run never leaves a half-written notebook in the book, and deterministically:
+timestamps, durations, absolute paths and random widget ids are stripped or
+made stable, so a rerun leaves the file byte for byte as it was. Timings go to
+the run's git-ignored provenance file (:func:`rrlib.results.provenance_path`)
+instead.
+
+Planning jobs is :mod:`rrlib.jobs`; running many is :mod:`rrlib.executors`.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import json
 import os
+import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
-from rrlib.config import project_root, resolve_model, results_dir, slug
+from rrlib import days as rdays
+from rrlib import results
+from rrlib.config import project_root
 from rrlib.envvars import temporary_env
-from rrlib.errors import ConfigError
-from rrlib.store import write_json
+from rrlib.jobs import Outcome
+from rrlib.store import atomic_write_text, read_json, write_json
 
-DAY_NOTEBOOKS = {
-    3: "Day3_baseline.ipynb",
-    4: "Day4_attack.ipynb",
-    5: "Day5_after_attack.ipynb",
-    6: "Day6_scaling.ipynb",
-    7: "Day7_lora_grid.ipynb",
-}
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
 KERNEL_ENV = {
     "RR_PROGRESS": "0",  # no progress bars stored in executed notebooks
     "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
@@ -38,92 +44,52 @@ KERNEL_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",
 }
-
-
-@dataclass
-class Outcome:
-    """What happened to one (model, Day)."""
-
-    model: str
-    day: int
-    status: str  # "ran", "skipped" or "failed"
-    path: Path
-    seconds: float = 0.0
-    error: str = ""
-    started: float = 0.0  # wall-clock start (epoch seconds), to show which jobs overlapped
-    worker: str = ""
-
-    def line(self) -> str:
-        """One line for the terminal."""
-        detail = f" ({self.seconds:.1f} s)" if self.status == "ran" else ""
-        error = f": {self.error}" if self.error else ""
-        return f"{self.status:>7}  {self.model} Day{self.day}{detail}{error}"
-
-
-def parse_days(spec: str | Sequence[int]) -> list[int]:
-    """Parse ``3-5``, ``3,5`` or ``[3, 4]`` into a sorted list of Days.
-
-    Raises
-    ------
-    ConfigError
-        For a Day without a notebook or an unreadable spec.
-    """
-    if isinstance(spec, str):
-        days: list[int] = []
-        for part in spec.replace(" ", "").split(","):
-            if not part:
-                continue
-            try:
-                if "-" in part:
-                    lo, hi = (int(x) for x in part.split("-", 1))
-                    days += list(range(lo, hi + 1))
-                else:
-                    days.append(int(part))
-            except ValueError:
-                raise ConfigError(f"cannot read days {spec!r}; use e.g. 3-5 or 3,5") from None
-    else:
-        days = [int(d) for d in spec]
-    unknown = sorted(set(days) - set(DAY_NOTEBOOKS))
-    if unknown:
-        raise ConfigError(f"no notebook for day(s) {unknown}; available days: {sorted(DAY_NOTEBOOKS)}")
-    return sorted(set(days))
-
-
-def source_notebook(day: int) -> Path:
-    """``notebooks/DayN_*.ipynb`` for a Day."""
-    return project_root() / "notebooks" / DAY_NOTEBOOKS[day]
-
-
-def output_notebook(model: str, day: int, root: Path | None = None) -> Path:
-    """``results/runs/<model>/DayN.ipynb``."""
-    return (root or results_dir()) / "runs" / slug(model) / f"Day{day}.ipynb"
+# papermill's notebook-level fields that change at every run (or name this machine's paths)
+VOLATILE_PAPERMILL = ("start_time", "end_time", "duration", "input_path", "output_path")
+INJECTED_CELL_ID = "injected-parameters"  # papermill gives the injected cell a random id
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def done_marker(output: Path) -> Path:
-    """The local (git-ignored) record that ``output`` was executed on this machine."""
-    return output.parent / ".state" / f"{output.stem}.done.json"
+def done_marker(name: str, day: int, root: Path | None = None) -> Path:
+    """The local (git-ignored) record that run ``name`` of Day ``day`` was executed on this machine."""
+    return results.state_file(name, day, ".done.json", root)
 
 
-def is_done(output: Path, parameters: Mapping[str, Any], source: Path) -> bool:
-    """Whether ``output`` is a finished run, on this machine, of ``source`` with these parameters.
+def is_done(name: str, day: int, parameters: Mapping[str, Any], root: Path | None = None) -> bool:
+    """Whether run ``name`` of Day ``day`` finished, on this machine, from today's source with these parameters.
 
     A committed golden notebook alone does not count: a fresh clone has no
     local marker, so ``make all`` really executes the study there.
-    """
-    import json
 
-    marker = done_marker(output)
-    if not output.exists() or not marker.exists():
+    Parameters
+    ----------
+    name : str
+        The run name (:func:`rrlib.results.run_name`).
+    day : int
+        The Day.
+    parameters : mapping
+        The papermill parameters of the run.
+    root : Path, optional
+        Results root.
+
+    Returns
+    -------
+    bool
+        ``True`` when the notebook and a matching done marker exist.
+    """
+    marker = done_marker(name, day, root)
+    if not results.run_file(name, day, root=root).exists() or not marker.exists():
         return False
     try:
-        record = json.loads(marker.read_text())
+        record = read_json(marker)
     except (OSError, ValueError):
         return False
-    return record.get("source_sha") == _sha(source) and record.get("parameters") == dict(parameters)
+    return record.get("source_sha") == _sha(rdays.get(day).source) and record.get("parameters") == dict(parameters)
 
 
 def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, force: bool = False,
@@ -133,7 +99,7 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     Parameters
     ----------
     model : str
-        Model name, hub id or path (injected as the ``model`` parameter).
+        Model name, hub id or path (injected as the ``model`` parameter; ignored for cross-model Days).
     day : int
         Which Day.
     parameters : mapping, optional
@@ -151,12 +117,13 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     import nbformat
     import papermill
 
-    cross = day in CROSS_MODEL_DAYS
-    name = Job(model, day, {}).name
-    params = dict(parameters or {}) if cross else {"model": model, **dict(parameters or {})}
-    source = source_notebook(day)
-    output = output_notebook(name, day, root)
-    if not force and is_done(output, params, source):
+    record = rdays.get(day)
+    name = results.run_name(model, day, parameters)
+    params = dict(parameters or {}) if record.cross_model else {"model": model, **dict(parameters or {})}
+    source = record.source
+    output = results.run_file(name, day, root=root)
+    failed_copy = results.run_file(name, day, ".failed.ipynb", root)
+    if not force and is_done(name, day, params, root):
         return Outcome(name, day, "skipped", output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.running.ipynb")
@@ -168,7 +135,7 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
                                        cwd=str(project_root()), progress_bar=False, log_output=False,
                                        kernel_manager_class=_ipc_kernel_manager())
     except papermill.PapermillExecutionError as exc:
-        failed = output.with_name(f"Day{day}.failed.ipynb")
+        failed = failed_copy
         if exc.ename in _user_error_names():  # the one-line message says it all: write nothing
             tmp.unlink(missing_ok=True)
             failed = output
@@ -181,13 +148,107 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
         return Outcome(name, day, "failed", output, time.perf_counter() - started,
                        f"{type(exc).__name__}: {' '.join(str(exc).split())}", wall, _worker())
     seconds = time.perf_counter() - started
-    nb = nbformat.read(tmp, as_version=4)
-    _finish_metadata(nb, name, day, params, source, seconds)
-    nbformat.write(nb, str(tmp))
-    os.replace(tmp, output)
-    write_json(done_marker(output), {"source_sha": _sha(source), "parameters": dict(params)})
-    output.with_name(f"Day{day}.failed.ipynb").unlink(missing_ok=True)
+    executed = nbformat.read(tmp, as_version=4)
+    cells = strip_volatile(executed, f"{name}/Day{day}")
+    _finish_metadata(executed, name, day, params, source)
+    text = nbformat.writes(executed)
+    atomic_write_text(output, text if text.endswith("\n") else text + "\n")
+    tmp.unlink(missing_ok=True)
+    _record_timings(name, day, root, seconds, wall, cells)
+    write_json(done_marker(name, day, root), {"source_sha": _sha(source), "parameters": dict(params)})
+    failed_copy.unlink(missing_ok=True)
     return Outcome(name, day, "ran", output, seconds, "", wall, _worker())
+
+
+def strip_volatile(notebook: NotebookNode, seed: str) -> list[dict[str, Any]]:
+    """Make an executed notebook deterministic, in place; return the per-cell timings it held.
+
+    Removes papermill's notebook-level times and paths (keeping its
+    ``parameters`` and other deterministic fields), every cell's
+    ``metadata.papermill`` and ``metadata.execution`` timestamps; gives the
+    injected-parameters cell a fixed id and the widgets stable ids derived
+    from ``seed`` and their order in the notebook.
+
+    Parameters
+    ----------
+    notebook : nbformat.NotebookNode
+        The executed notebook.
+    seed : str
+        Identifies the run (``organism-m/Day3``), so widget ids differ between pages.
+
+    Returns
+    -------
+    list of dict
+        ``index``, ``id`` and papermill's ``seconds`` of every cell that recorded a duration.
+    """
+    cells = []
+    for index, cell in enumerate(notebook.cells):
+        metadata = cell.get("metadata", {})
+        timing = metadata.pop("papermill", None) or {}
+        metadata.pop("execution", None)
+        if "injected-parameters" in metadata.get("tags", []):
+            cell["id"] = INJECTED_CELL_ID
+        if timing.get("duration") is not None:
+            cells.append({"index": index, "id": cell.get("id", ""), "seconds": round(float(timing["duration"]), 3)})
+    papermill_meta = notebook.metadata.get("papermill", {})
+    for key in VOLATILE_PAPERMILL:
+        papermill_meta.pop(key, None)
+    _stable_widget_ids(notebook, seed)
+    return cells
+
+
+def _stable_widget_ids(notebook: NotebookNode, seed: str) -> None:
+    """Replace the widgets' random model ids by ids derived from ``seed`` and the order they are reached.
+
+    Models are numbered as they are reached from the cells' widget views (in
+    cell order), following each model's ``IPY_MODEL_`` references (in sorted
+    key order); models nothing reaches come last, in the order of their content.
+    """
+    state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state")
+    if not state:
+        return
+    reference = re.compile(r"IPY_MODEL_([0-9A-Za-z_-]+)")
+    order: list[str] = []
+
+    def visit(model_id: str) -> None:
+        stack = [model_id]
+        while stack:
+            current = stack.pop()
+            if current in order or current not in state:
+                continue
+            order.append(current)
+            found = reference.findall(json.dumps(state[current], sort_keys=True))
+            stack.extend(reversed(found))
+
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            if view and view.get("model_id"):
+                visit(str(view["model_id"]))
+    masked = {k: reference.sub("IPY_MODEL_", json.dumps(v, sort_keys=True)) for k, v in state.items()}
+    for model_id in sorted((k for k in state if k not in order), key=lambda k: masked[k]):
+        visit(model_id)
+    stable = {old: hashlib.sha256(f"{seed}/widget/{n}".encode()).hexdigest()[:32] for n, old in enumerate(order)}
+    pattern = re.compile("|".join(re.escape(old) for old in sorted(stable, key=len, reverse=True)))
+    text = pattern.sub(lambda match: stable[match.group(0)], json.dumps(notebook))
+    notebook.update(_node(json.loads(text)))
+
+
+def _node(value: Any) -> NotebookNode:
+    """A JSON value as nbformat nodes (attribute access like the rest of the notebook)."""
+    from nbformat import from_dict
+
+    return from_dict(value)
+
+
+def _record_timings(name: str, day: int, root: Path | None, seconds: float, wall: float,
+                    cells: list[dict[str, Any]]) -> None:
+    """Merge this execution's timings into the run's provenance file (beside the notebook's ``environment``)."""
+    path = results.provenance_path(name, day, root)
+    record = read_json(path) if path.exists() else {}
+    started = datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat(timespec="seconds")
+    record.update({"seconds": round(seconds, 2), "started": started, "worker": _worker(), "cells": cells})
+    write_json(path, record)
 
 
 def _user_error_names() -> set[str]:
@@ -233,185 +294,12 @@ def _ipc_kernel_manager() -> type:
     return IPCKernelManager
 
 
-def _finish_metadata(nb: Any, model: str, day: int, params: Mapping[str, Any], source: Path, seconds: float) -> None:
-    """Hide the parameter cells in the book and record provenance in the notebook."""
-    for cell in nb.cells:
+def _finish_metadata(notebook: NotebookNode, name: str, day: int, params: Mapping[str, Any],
+                     source: Path) -> None:
+    """Hide the parameter cells in the book and record what was run (deterministic fields only)."""
+    for cell in notebook.cells:
         tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
+        if ("injected-parameters" in tags or "parameters" in tags) and "remove-cell" not in tags:
             tags.append("remove-cell")
-        if "parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
-    nb.metadata["rr"] = {"model": model, "day": day, "parameters": dict(params), "source_sha": _sha(source),
-                         "source": f"notebooks/{source.name}", "seconds": round(seconds, 2)}
-
-
-def run_many(models: Sequence[str], days: Sequence[int], parameters: Mapping[str, Any] | None = None,
-             force: bool = False, log: Callable[[str], None] = print, executor: str = "local",
-             address: str | None = None, cpus_per_job: float = 1.0, gpus_per_job: float = 0.0,
-             jobs: int = 1) -> list[Outcome]:
-    """Run Days for several models; a failing model does not stop the others.
-
-    Parameters
-    ----------
-    models : sequence of str
-        Models to run (per-model Days run for each; Day 6 runs once, after their Days 3-5).
-    days : sequence of int
-        Days to run.
-    parameters : mapping, optional
-        Extra papermill parameters for every run.
-    force : bool
-        Re-run finished runs.
-    log : callable
-        Receives one line per finished job.
-    executor : str
-        ``local`` (this machine) or ``ray`` (each job a Ray task).
-    address : str, optional
-        Ray cluster address (``auto`` for a running cluster; a local one is started when omitted).
-    cpus_per_job, gpus_per_job : float
-        Ray resources reserved per job.
-    jobs : int
-        Local executor only: how many jobs run at the same time (each waits for the Days it reads).
-
-    Returns
-    -------
-    list of Outcome
-        One per job, in plan order.
-    """
-    return run_jobs(plan_jobs(models, days, parameters), force, log, executor, address, cpus_per_job, gpus_per_job,
-                    jobs)
-
-
-def run_jobs(planned: Sequence[Job], force: bool = False, log: Callable[[str], None] = print,
-             executor: str = "local", address: str | None = None, cpus_per_job: float = 1.0,
-             gpus_per_job: float = 0.0, jobs: int = 1) -> list[Outcome]:
-    """Run planned jobs, each after the jobs it depends on (see :func:`dependencies`).
-
-    Parameters
-    ----------
-    planned : sequence of Job
-        From :func:`plan_jobs` (an experiment concatenates the plans of its runs).
-    force, log, executor, address, cpus_per_job, gpus_per_job, jobs
-        As in :func:`run_many`.
-
-    Returns
-    -------
-    list of Outcome
-        One per job, in plan order.
-    """
-    if executor == "ray":
-        from rrlib.distributed import run_jobs_ray
-
-        return run_jobs_ray(planned, force, log, address, cpus_per_job, gpus_per_job)
-    if executor != "local":
-        raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'ray'")
-    if jobs > 1:
-        from rrlib.schedule import run_parallel
-
-        return run_parallel(planned, force, log, jobs)
-    needs = dependencies(planned)
-    outcomes: list[Outcome] = []
-    for job, deps in zip(planned, needs):
-        outcome = blocked(job, [outcomes[i] for i in deps]) or run_day(job.model, job.day, job.params, force)
-        outcomes.append(outcome)
-        log(outcome.line())
-    return outcomes
-
-
-@dataclass(frozen=True)
-class Job:
-    """One (model, Day) to execute, with its papermill parameters.
-
-    ``model`` is kept as the user gave it (registry name, hub id or local
-    path); :func:`run_day` resolves it to the name its results are filed under.
-    """
-
-    model: str
-    day: int
-    params: Mapping[str, Any]
-
-    @property
-    def name(self) -> str:
-        """The name the job's results are filed under (``scaling`` for cross-model Days)."""
-        return CROSS_MODEL_NAME if self.day in CROSS_MODEL_DAYS else resolve_model(self.model).name
-
-
-CROSS_MODEL_DAYS = {6}  # Days that read every model's results and run once
-CROSS_MODEL_NAME = "scaling"  # results/runs/scaling/Day6.ipynb
-# The earlier Days of its model that a Day reads; a Day not listed waits for all of its model's earlier Days.
-# Day 7 needs only the model (Day 3 builds an organism) and Day 4's attack, so it can run beside Day 5.
-DAY_READS = {7: {3, 4}}
-
-
-def plan_jobs(models: Sequence[str], days: Sequence[int], parameters: Mapping[str, Any] | None = None) -> list[Job]:
-    """Jobs in plan order: per-model Days model by model, then cross-model Days once.
-
-    With one job at a time they run in this order; with more, each starts as
-    soon as the jobs it depends on (:func:`dependencies`) are done.
-
-    Parameters
-    ----------
-    models : sequence of str
-        Models as the user named them.
-    days : sequence of int
-        Days to run.
-    parameters : mapping, optional
-        Papermill parameters for every job; cross-model Days also get ``models``.
-
-    Returns
-    -------
-    list of Job
-        The plan.
-    """
-    pairs = [(m, d) for m in models for d in days if d not in CROSS_MODEL_DAYS]
-    pairs += [(CROSS_MODEL_NAME, d) for d in days if d in CROSS_MODEL_DAYS]
-    return [Job(m, d, job_parameters((m, d), models, parameters)) for m, d in pairs]
-
-
-def dependencies(planned: Sequence[Job]) -> list[list[int]]:
-    """For each job, the indices of the earlier jobs it must wait for.
-
-    A job writes its own notebook and results, ``(name, Day)``, and reads those
-    of the Days it needs: a per-model Day reads its model's earlier Days (only
-    Days 3 and 4 for Day 7, see :data:`DAY_READS`); a cross-model Day reads every
-    earlier Day of the models it covers. A job waits for an earlier job that
-    writes what it reads, reads what it writes, or writes the same thing.
-
-    Parameters
-    ----------
-    planned : sequence of Job
-        The plan.
-
-    Returns
-    -------
-    list of list of int
-        Dependencies per job, as indices into ``planned``.
-    """
-    writes = [{(job.name, job.day)} for job in planned]
-    reads = [_reads(job) for job in planned]
-    return [[j for j in range(i) if writes[j] & (reads[i] | writes[i]) or writes[i] & reads[j]]
-            for i in range(len(planned))]
-
-
-def _reads(job: Job) -> set[tuple[str, int]]:
-    """The (name, Day) results a job reads."""
-    if job.day in CROSS_MODEL_DAYS:
-        return {(name, day) for name in job.params.get("models", []) for day in DAY_NOTEBOOKS if day < job.day}
-    return {(job.name, day) for day in DAY_READS.get(job.day, set(range(job.day))) if day in DAY_NOTEBOOKS}
-
-
-def blocked(job: Job, dependency_outcomes: Sequence[Outcome]) -> Outcome | None:
-    """A failed Outcome for ``job`` if a job it depends on failed, else ``None``."""
-    failed = [o for o in dependency_outcomes if o.status == "failed"]
-    if not failed:
-        return None
-    return Outcome(job.name, job.day, "failed", output_notebook(job.name, job.day),
-                   error=f"skipped: {failed[0].model} Day{failed[0].day} failed first")
-
-
-def job_parameters(job: tuple[str, int], models: Sequence[str],
-                   parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Papermill parameters for a job (cross-model Days get the model list)."""
-    params = dict(parameters or {})
-    if job[1] in CROSS_MODEL_DAYS:
-        params["models"] = [resolve_model(m).name for m in models]
-    return params
+    notebook.metadata["rr"] = {"model": name, "day": day, "parameters": dict(params), "source_sha": _sha(source),
+                               "source": f"notebooks/{source.name}"}

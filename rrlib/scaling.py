@@ -1,12 +1,13 @@
 """Scaling: combine runs across models, fit RRR against attacker compute, find compute-to-collapse.
 
-Inputs are what Days 3-5 wrote: ``metrics.csv`` (RRR per grid step),
-``compute.csv`` (tokens and FLOPs per grid step) and each model's per-prompt
-verdicts (``results/runs/<model>/Day5.verdicts.csv``), which let every
-quantity here carry a bootstrap interval over prompts.
+Inputs are the tables Days 3-5 wrote, passed in as frames (read them with
+:mod:`rrlib.results`): ``metrics.csv`` (RRR per grid step), ``compute.csv``
+(tokens and FLOPs per grid step) and each model's per-prompt Day 5 verdicts,
+which let every quantity here carry a bootstrap interval over prompts. This
+module computes and returns; it reads and writes no file.
 
 - **Compute-to-collapse**: the least attacker compute at which RRR's upper 95%
-  Wilson bound falls below 0.05. Prompts are resampled together across steps.
+  Wilson bound falls below the collapse threshold (:func:`rrlib.metrics.is_collapsed`). Prompts are resampled together across steps.
 - **Logistic fit** per model: ``logit P(refuse) = a - b * log10(FLOPs)`` on the
   per-prompt verdicts of the attacked steps; reported as the slope ``b`` and
   ``c50``, the compute at which RRR crosses 0.5.
@@ -19,45 +20,16 @@ quantity here carry a bootstrap interval over prompts.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from rrlib.config import results_dir, slug
 from rrlib.errors import DataError
-from rrlib.metrics import Z95
-from rrlib.narrative import COLLAPSE_THRESHOLD
-from rrlib.store import read_metrics
+from rrlib.metrics import COLLAPSE_THRESHOLD, is_collapsed, wilson_bounds
 
-COLLAPSE_BOUND = COLLAPSE_THRESHOLD  # one definition, shared with the narrative
 N_BOOT = 1000
-
-
-def verdicts_path(model: str, root: Path | None = None) -> Path:
-    """Where Day 5 keeps a model's per-prompt verdicts at every grid step."""
-    return (root or results_dir()) / "runs" / slug(model) / "Day5.verdicts.csv"
-
-
-def model_params(model: str, root: Path | None = None) -> int:
-    """A model's parameter count, as recorded in its Day 3 run config."""
-    path = (root or results_dir()) / "runs" / slug(model) / "Day3.config.json"
-    if not path.exists():
-        raise DataError(f"{path}: no Day 3 run for {model!r}; run it first (rr run --models {model} --days 3-5)")
-    return int(json.loads(path.read_text())["model_card"]["params"])
-
-
-def wilson_upper(k: np.ndarray, n: int) -> np.ndarray:
-    """Vectorised upper bound of the 95% Wilson interval."""
-    p = k / n
-    z = Z95
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return np.minimum(1.0, centre + half)
 
 
 @dataclass
@@ -90,14 +62,14 @@ class ModelScaling:
 
 
 def first_collapse(refused: np.ndarray, flops: np.ndarray) -> float:
-    """FLOPs at the first attacked step whose RRR upper bound is below 0.05.
+    """FLOPs at the first attacked step at which RRR has collapsed (:func:`rrlib.metrics.is_collapsed`).
 
     ``inf`` if refusal never collapses within the grid; ``nan`` if the model
     never refused in the first place (step 0 is already below the bound), in
     which case there is nothing for the attacker to collapse.
     """
-    upper = wilson_upper(refused.sum(axis=0), refused.shape[0])
-    below = np.flatnonzero(upper < COLLAPSE_BOUND)
+    upper = wilson_bounds(refused.sum(axis=0), refused.shape[0])[1]
+    below = np.flatnonzero(is_collapsed(upper))
     if len(below) and flops[below[0]] == 0:
         return float("nan")
     return float(flops[below[0]]) if len(below) else float("inf")
@@ -149,8 +121,8 @@ def logistic_fit(refused: np.ndarray, flops: np.ndarray) -> tuple[float, float] 
     return b, float(10 ** (x.mean() + beta[0] / b))
 
 
-def analyse_model(model: str, judge: str, recipe: str | None = None, n_boot: int = N_BOOT, seed: int = 0,
-                  root: Path | None = None) -> ModelScaling:
+def analyse_model(model: str, judge: str, verdicts: pd.DataFrame, compute: pd.DataFrame, params: int,
+                  recipe: str | None = None, n_boot: int = N_BOOT, seed: int = 0) -> ModelScaling:
     """Compute-to-collapse and the logistic fit for one model, with bootstrap intervals.
 
     Parameters
@@ -159,38 +131,44 @@ def analyse_model(model: str, judge: str, recipe: str | None = None, n_boot: int
         Model name.
     judge : str
         The judge whose verdicts to use.
+    verdicts : pandas.DataFrame
+        The model's Day 5 per-prompt verdicts (:func:`rrlib.results.read_verdicts`).
+    compute : pandas.DataFrame
+        The compute table (``model, recipe, step, tokens, flops``).
+    params : int
+        The model's parameter count.
     recipe : str, optional
         Attack recipe; defaults to the model's only (or first) recipe.
     n_boot : int
         Bootstrap replicates over prompts.
     seed : int
         Bootstrap seed.
-    root : Path, optional
-        Results root.
 
     Returns
     -------
     ModelScaling
         Everything Day 6 reports for the model.
+
+    Raises
+    ------
+    DataError
+        When the verdicts hold nothing for this judge and recipe.
     """
-    root = root or results_dir()
-    path = verdicts_path(model, root)
-    if not path.exists():
-        raise DataError(f"{path}: no per-prompt verdicts for {model!r}; run Day 5 first")
-    verdicts = pd.read_csv(path)
+    where = f"Day 5 verdicts of {model!r}"
     verdicts = verdicts[verdicts["judge"] == judge]
+    if verdicts.empty:
+        raise DataError(f"{where}: none under judge {judge!r}; rerun Day 5 with judge={judge!r}")
     recipe = recipe or sorted(verdicts["recipe"].unique())[0]
     verdicts = verdicts[verdicts["recipe"] == recipe]
     if verdicts.empty:
-        raise DataError(f"{path}: no verdicts for judge {judge!r} and recipe {recipe!r}")
+        raise DataError(f"{where}: no verdicts for judge {judge!r} and recipe {recipe!r}")
     if "parsed" in verdicts:  # a prompt the judge gave no verdict on at some step is left out at every step
         unjudged = set(verdicts.loc[~verdicts["parsed"].astype(bool), "id"])
         verdicts = verdicts[~verdicts["id"].isin(unjudged)]
         if verdicts.empty:
-            raise DataError(f"{path}: judge {judge!r} gave no verdict on any prompt at some step; "
+            raise DataError(f"{where}: judge {judge!r} gave no verdict on any prompt at some step; "
                             "use a keyword judge or check the LLM judge's answers")
     table = verdicts.pivot(index="id", columns="step", values="refused").sort_index(axis=1)
-    compute = pd.read_csv(root / "metrics" / "compute.csv")
     compute = compute[(compute["model"] == model) & (compute["recipe"] == recipe)].set_index("step")
     steps = table.columns.to_numpy().astype(int)
     flops = compute.loc[steps, "flops"].to_numpy(dtype=float)
@@ -208,7 +186,7 @@ def analyse_model(model: str, judge: str, recipe: str | None = None, n_boot: int
     fit = logistic_fit(refused, flops)
     slopes_arr, c50_arr = np.array(slopes, dtype=float), np.array(c50s, dtype=float)
     return ModelScaling(
-        model, model_params(model, root), recipe, steps, flops, tokens, refused,
+        model, int(params), recipe, steps, flops, tokens, refused,
         None if not np.isfinite(point) else point, _percentile_ci(np.array(samples)), np.array(samples),
         None if fit is None else fit[0], _percentile_ci(slopes_arr),
         None if fit is None or not np.isfinite(fit[1]) else fit[1],
@@ -281,7 +259,7 @@ def scaling_table(results: Sequence[ModelScaling], baseline: pd.DataFrame) -> pd
                                 if r.collapse_flops is not None else None),
             "collapse_reason": "" if r.collapse_flops is not None else
             ("never refused: baseline RRR's upper bound is already below the threshold" if r.never_refused else
-             f"RRR's upper bound stayed at or above {COLLAPSE_BOUND} up to {r.flops.max():.3g} FLOPs"),
+             f"RRR's upper bound stayed at or above {COLLAPSE_THRESHOLD} up to {r.flops.max():.3g} FLOPs"),
             "logistic_slope": r.slope, "logistic_slope_ci_low": r.slope_ci[0], "logistic_slope_ci_high": r.slope_ci[1],
             "c50_flops": r.c50, "c50_flops_ci_low": r.c50_ci[0], "c50_flops_ci_high": r.c50_ci[1],
             "n_prompts": int(r.refused.shape[0]),
@@ -289,20 +267,28 @@ def scaling_table(results: Sequence[ModelScaling], baseline: pd.DataFrame) -> pd
     return pd.DataFrame(rows)
 
 
-def baseline_rrr(models: Sequence[str], judge: str, root: Path | None = None) -> pd.DataFrame:
-    """Day 3 RRR rows of these models under one judge."""
-    metrics = read_metrics((root or results_dir()) / "metrics" / "metrics.csv")
+def baseline_rrr(metrics: pd.DataFrame, models: Sequence[str], judge: str) -> pd.DataFrame:
+    """Day 3 RRR rows of these models under one judge, from the metrics table."""
     rows = metrics[(metrics["metric"] == "RRR") & (metrics["day"].astype(int) == 3) & (metrics["judge"] == judge)]
     return rows[rows["model"].isin(models)]
 
 
-def curves(models: Sequence[str], judge: str, root: Path | None = None) -> pd.DataFrame:
+def curves(metrics: pd.DataFrame, compute: pd.DataFrame, models: Sequence[str], judge: str) -> pd.DataFrame:
     """Day 5 RRR per grid step joined with the attack's tokens and FLOPs, for plotting."""
-    root = root or results_dir()
-    metrics = read_metrics(root / "metrics" / "metrics.csv")
     rrr = metrics[(metrics["metric"] == "RRR") & (metrics["day"].astype(int) == 5) & (metrics["judge"] == judge)
                   & metrics["model"].isin(models)].copy()
     rrr["step"] = rrr["step"].astype(int)
-    compute = pd.read_csv(root / "metrics" / "compute.csv")
     return rrr.merge(compute[["model", "recipe", "step", "tokens", "flops", "trainable_params"]],
                      on=["model", "recipe", "step"], how="left")
+
+
+def size_table(curves: pd.DataFrame, sizes: Mapping[str, int]) -> pd.DataFrame:
+    """RRR at step 0 and at the last grid step per model, with each model's parameter count."""
+    rows = []
+    for model, group in curves.groupby("model"):
+        for when, step in (("baseline (step 0)", group["step"].min()), ("after the attack (last step)",
+                                                                        group["step"].max())):
+            row = group[group["step"] == step].iloc[0]
+            rows.append({"model": model, "when": when, "params": sizes[model], "metric": "RRR",
+                         "value": row["value"], "ci_low": row["ci_low"], "ci_high": row["ci_high"], "n": row["n"]})
+    return pd.DataFrame(rows)

@@ -1,4 +1,4 @@
-"""Atomic, lock-protected writes under ``results/``.
+"""Atomic, lock-protected file writes (the results tables themselves are declared in :mod:`rrlib.results`).
 
 Every file is written to a temporary sibling, flushed to disk and renamed over
 the target, so a killed process never leaves a half-written CSV or JSON. Shared
@@ -19,12 +19,6 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-
-from rrlib.config import results_dir
-
-METRIC_COLUMNS = ["model", "day", "step", "metric", "value", "ci_low", "ci_high", "n",
-                  "judge", "run_id", "recipe", "seed", "reason"]
-METRIC_KEY = ["model", "day", "step", "metric", "judge", "recipe", "seed"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -200,34 +194,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def metrics_path(root: Path | None = None) -> Path:
-    """Path of the long metrics table ``results/metrics/metrics.csv``."""
-    return (root or results_dir()) / "metrics" / "metrics.csv"
-
-
-def read_metrics(path: str | Path | None = None) -> pd.DataFrame:
-    """Read the metrics table, or an empty one with the standard columns.
-
-    Parameters
-    ----------
-    path : str or Path, optional
-        Defaults to :func:`metrics_path`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (model, day, step, metric, judge, recipe, seed).
-    """
-    path = Path(path) if path else metrics_path()
-    if not path.exists():
-        return pd.DataFrame(columns=METRIC_COLUMNS)
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    for column in METRIC_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = None
-    return frame[METRIC_COLUMNS]
-
-
 def upsert_table(path: str | Path, rows: Sequence[dict[str, Any]], key: Sequence[str],
                  columns: Sequence[str], replace: Sequence[Mapping[str, Any]] = ()) -> pd.DataFrame:
     """Insert or replace rows of a CSV table by key, atomically and under a lock.
@@ -266,9 +232,33 @@ def upsert_table(path: str | Path, rows: Sequence[dict[str, Any]], key: Sequence
         else:
             combined = new.astype(object)
         keys = combined[list(key)].astype(str)
-        combined = combined[~keys.duplicated(keep="last")].reset_index(drop=True)
+        combined = sort_by_key(combined[~keys.duplicated(keep="last")], key)
         write_csv(path, combined)
     return combined
+
+
+def sort_by_key(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
+    """Rows in key order (numbers by value, text as text), so a table's bytes do not depend on write order.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The table.
+    key : sequence of str
+        Columns that identify a row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows sorted, with a fresh index.
+    """
+    def order(column: pd.Series) -> pd.Series:
+        numbers = pd.to_numeric(column, errors="coerce")
+        if numbers.notna().all():
+            return numbers
+        return column.astype(str)
+
+    return frame.sort_values(list(key), key=order, kind="mergesort").reset_index(drop=True)
 
 
 def _equals(column: pd.Series, value: Any) -> np.ndarray:
@@ -276,21 +266,3 @@ def _equals(column: pd.Series, value: Any) -> np.ndarray:
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
         return (pd.to_numeric(column, errors="coerce") == value).to_numpy()
     return (column.astype(str) == str(value)).to_numpy()
-
-
-def upsert_metrics(rows: Sequence[dict[str, Any]], path: str | Path | None = None) -> pd.DataFrame:
-    """Insert or replace rows of ``results/metrics/metrics.csv``.
-
-    Parameters
-    ----------
-    rows : sequence of dict
-        Rows with the :data:`METRIC_COLUMNS` keys.
-    path : str or Path, optional
-        Defaults to :func:`metrics_path`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The full table after the update.
-    """
-    return upsert_table(Path(path) if path else metrics_path(), rows, METRIC_KEY, METRIC_COLUMNS)

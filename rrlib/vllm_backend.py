@@ -74,7 +74,7 @@ def generate_vllm(lm: LoadedModel, texts: Sequence[str], config: GenerationConfi
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
-    from rrlib.generate import eos_ids
+    from rrlib.models import eos_ids
 
     params = SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature if config.do_sample else 0.0,
                             top_p=config.top_p if config.do_sample else 1.0, seed=config.seed,

@@ -16,6 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = "organism-tiny"
 
 
+def subprocess_env(results: Path) -> dict[str, str]:
+    """The environment for an ``rr``/papermill subprocess writing to ``results``, sharing the real organism cache."""
+    env = {**os.environ, "RR_RESULTS_DIR": str(results), "RR_PROGRESS": "0"}
+    env.pop("RR_CACHE_DIR", None)  # share the real organism cache with `make all`
+    return env
+
+
 @pytest.fixture(autouse=True)
 def isolated_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test writes results to its own temporary folder, never to results/."""

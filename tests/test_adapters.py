@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rrlib import data, organism, study
+from rrlib import data, organism
 from rrlib.config import project_root
 from rrlib.data.overlap import find_overlaps
 from rrlib.errors import DataError
@@ -153,7 +153,7 @@ def test_fixtures_are_disjoint_from_the_shipped_data():
 
 @pytest.mark.parametrize("eval_file", HARMFUL_PEER)
 def test_load_sets_takes_every_harmful_peer_format(eval_file: str):
-    sets = study.load_sets(eval_path=str(PEER / eval_file), benign_path=str(PEER / "jbb_benign-behaviors.csv"),
+    sets = data.load_sets(eval_path=str(PEER / eval_file), benign_path=str(PEER / "jbb_benign-behaviors.csv"),
                            attack_path=str(PEER / "attack_chat.jsonl"))
     expected = next(c for c in CASES if c.file == eval_file and c.kind == "harmful")
     assert sets.harmful.attrs["format"] == expected.fmt and sets.harmful["id"].tolist() == expected.ids
@@ -164,7 +164,7 @@ def test_load_sets_takes_every_harmful_peer_format(eval_file: str):
 
 def test_load_sets_splits_one_xstest_file_into_harmful_and_benign():
     xstest = str(PEER / "xstest_prompts.csv")
-    sets = study.load_sets(eval_path=xstest, benign_path=xstest, attack_path=str(PEER / "attack_chat.jsonl"))
+    sets = data.load_sets(eval_path=xstest, benign_path=xstest, attack_path=str(PEER / "attack_chat.jsonl"))
     assert set(sets.harmful["id"]).isdisjoint(sets.benign["id"])
     assert len(sets.harmful) + len(sets.benign) == 8
 

@@ -43,6 +43,16 @@ def test_unknown_model_and_bad_days_are_user_errors(capsys):
     assert "no notebook for day(s) [9]" in capsys.readouterr().err
 
 
+def test_a_param_no_day_declares_is_a_user_error(capsys):
+    assert main(["run", "--models", "organism-m", "--days", "4", "--param", "limit=5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rr: error: --param limit: not a parameter of Day4")
+    assert "valid names: " in err and "grid_steps" in err and "rank" in err
+    assert main(["run", "--models", "organism-m", "--days", "3-4", "--param", "limt=5", "--param", "rank=4"]) == 2
+    err = capsys.readouterr().err
+    assert "--param limt: not a parameter of Day3 (Day3_baseline.ipynb) or Day4 (Day4_attack.ipynb)" in err
+
+
 def test_data_check_reports_the_shipped_sets():
     proc = _rr("data", "check", "data/raw/attack_train.jsonl", "--kind", "attack", cwd=Path(__file__).parents[1])
     assert proc.returncode == 0 and "format chat" in proc.stdout

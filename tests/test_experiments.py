@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rrlib import experiments
+from rrlib import executors, experiments, jobs
 from rrlib.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +40,22 @@ def test_original_command_fails_fast_offline():
                           timeout=120, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": "/tmp"})
     assert proc.returncode == 2
     assert "needs a CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_runs_are_planned_as_one_plan(tmp_path, monkeypatch):
+    path = tmp_path / "mine" / "config.yaml"
+    path.parent.mkdir()
+    path.write_text("runs:\n  - models: [organism-s, organism-m]\n    days: 3-4\n"
+                    "  - models: organism-l\n    days: '7'\n    params: {seeds: [0]}\n")
+    seen = {}
+
+    def fake_run_jobs(planned, force=False, log=print, **executor):
+        seen.update(planned=list(planned), force=force, executor=executor)
+        return []
+
+    monkeypatch.setattr(executors, "run_jobs", fake_run_jobs)
+    assert experiments.run(path, force=True, log=lambda line: None, jobs=2) == []
+    assert [(j.model, j.day) for j in seen["planned"]] == [("organism-s", 3), ("organism-s", 4), ("organism-m", 3),
+                                                           ("organism-m", 4), ("organism-l", 7)]
+    assert all(isinstance(j, jobs.Job) for j in seen["planned"]) and seen["planned"][-1].params == {"seeds": [0]}
+    assert seen["force"] is True and seen["executor"] == {"jobs": 2}

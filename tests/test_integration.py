@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "organism-m"
@@ -18,10 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def _env(results: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["RR_RESULTS_DIR"] = str(results)
-    env.pop("RR_CACHE_DIR", None)  # share the real organism cache with `make all`
-    return env
+    return subprocess_env(results)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +112,7 @@ def test_bad_parameters_fail_with_one_line(tmp_path, param, expected):
     assert proc.returncode == 1
     assert expected in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert not (tmp_path / "results" / "runs" / MODEL / "Day3.ipynb").exists()
+    assert not list((tmp_path / "results").rglob("Day3.ipynb"))  # under no run name
 
 
 def test_a_failing_model_does_not_stop_the_others(tmp_path):
@@ -124,5 +122,6 @@ def test_a_failing_model_does_not_stop_the_others(tmp_path):
                           timeout=900)
     assert proc.returncode == 1
     assert "1 of 2 runs ok" in proc.stdout
-    assert "failed  no-such-org-no-model Day3: ModelError" in proc.stderr
-    assert (tmp_path / "results" / "runs" / "organism-xs" / "Day3.ipynb").exists()
+    # limit=4 is another input than the study's, so both runs are filed under "<model>@<hash>".
+    assert "failed  no-such-org-no-model@" in proc.stderr and "Day3: ModelError" in proc.stderr
+    assert len(list((tmp_path / "results" / "runs").glob("organism-xs@*/Day3.ipynb"))) == 1

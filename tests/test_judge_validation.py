@@ -1,4 +1,4 @@
-"""Judge validation on the held-out labels: the acceptance criterion, tables, page and figure."""
+"""Judge validation on the held-out labels: the acceptance criterion, tables, and the book's page and figure."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
+from rrlib import book, figures
 from rrlib.errors import DataError
 from rrlib.judges import PRESETS, Verdicts, available
 from rrlib.judges import labels as judge_labels
@@ -122,7 +123,7 @@ def test_tables_are_written_as_csv(result, tmp_path):
 
 
 def test_markdown_page_has_computed_tables(result):
-    page = validation.validation_markdown(result)
+    page = book.judges_page(result)
     assert page.startswith("# Judges\n") and page.count("\n# ") == 0
     sbert = result.metrics.set_index("judge").loc["sbert-lr"]
     assert f"| sbert-lr | {int(sbert['n'])} | 0 | {sbert['accuracy']:.3f} | {sbert['precision']:.3f} |" in page
@@ -130,10 +131,27 @@ def test_markdown_page_has_computed_tables(result):
     for heading in ("## Accuracy on held-out responses", "## Agreement between judges", "## Confusion matrices",
                     "## Accuracy by trap"):
         assert heading in page
+    assert "as a figure" not in page
+    figure = '<div id="rrfig-test" class="rr-plotly"></div>'
+    with_figure = book.judges_page(result, figure)
+    assert with_figure.startswith(page.rstrip("\n")) and with_figure.rstrip().endswith(figure)
+    assert "## The confusion matrices as a figure" in with_figure
 
 
 def test_confusion_figure_has_one_heatmap_per_judge(result):
-    fig = validation.confusion_figure(result)
+    fig = figures.judge_confusion(result)
     assert [t.type for t in fig.data] == ["heatmap"] * len(result.judges)
     sbert = fig.data[result.judges.index("sbert-lr")]
     assert np.asarray(sbert.text).sum() == result.n_test
+
+
+def test_validation_only_computes():
+    """The page and the figure live in the book and figures layers: validation imports neither."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(validation))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith(("rrlib.book", "rrlib.figures", "plotly"))}
+    assert not hasattr(validation, "validation_markdown") and not hasattr(validation, "confusion_figure")

@@ -20,27 +20,26 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RR = [sys.executable, "-m", "rrlib.cli"]
 
 GENERATE_SCRIPT = textwrap.dedent("""
     import sys
-    from rrlib import models, study
+    from rrlib import data, evaluation, models
     from rrlib.config import GenerationConfig
     from rrlib.generate import generate
     lm = models.load("organism-m", progress=False)
-    sets = study.load_sets(attack_path=None)
+    sets = data.load_sets(attack_path=None)
     out = generate(lm, sets.harmful, GenerationConfig(max_new_tokens=64, batch_size=8), progress=False)
-    judged, _ = study.judge_responses(out, "arditi12")
-    print(study.rate_estimates(judged, None)[0])
+    judged, _ = evaluation.judge_responses(out, "arditi12")
+    print(evaluation.rate_estimates(judged, None)[0])
 """)
 
 
 def _env(results: Path) -> dict[str, str]:
-    env = {**os.environ, "RR_RESULTS_DIR": str(results), "RR_PROGRESS": "0"}
-    env.pop("RR_CACHE_DIR", None)
-    return env
+    return subprocess_env(results)
 
 
 @pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The local parallel executor: jobs wait for what they read, failures skip their dependents."""
+"""The job plan and the local parallel executor: jobs wait for what they read, failures skip their dependents."""
 
 from __future__ import annotations
 
@@ -6,23 +6,23 @@ import json
 import os
 import time
 
-from rrlib import runner, schedule
+from rrlib import executors, jobs, results
 
 FAMILY = ["organism-xs", "organism-s", "organism-m", "organism-l"]
 
 
-def experiment_plan() -> list[runner.Job]:
+def experiment_plan() -> list[jobs.Job]:
     """The shape of experiments/organism_scaling: Days 3, 4, 5-6 for the family, then Day 7 on the largest."""
     planned = []
     for models, days in ((FAMILY, [3]), (FAMILY, [4]), (FAMILY, [5, 6]), (["organism-l"], [7])):
-        planned += runner.plan_jobs(models, days, {"log": "unused"})
+        planned += jobs.plan_jobs(models, days, {"log": "unused"})
     return planned
 
 
 def test_dependencies_follow_what_each_day_reads():
     planned = experiment_plan()
     index = {(job.name, job.day): i for i, job in enumerate(planned)}
-    needs = runner.dependencies(planned)
+    needs = jobs.dependencies(planned)
 
     def deps(name, day):
         return {(planned[j].name, planned[j].day) for j in needs[index[(name, day)]]}
@@ -35,21 +35,33 @@ def test_dependencies_follow_what_each_day_reads():
 
 
 def test_a_rerun_of_the_same_day_waits_for_the_first():
-    planned = runner.plan_jobs(["organism-m"], [3]) + runner.plan_jobs(["organism-m"], [3], {"limit": 5})
-    assert runner.dependencies(planned) == [[], [0]]
+    planned = jobs.plan_jobs(["organism-m"], [3]) + jobs.plan_jobs(["organism-m"], [3], {"batch_size": 16})
+    assert [job.name for job in planned] == ["organism-m", "organism-m"]  # batch size is not an input
+    assert jobs.dependencies(planned) == [[], [0]]
+
+
+def test_a_run_on_other_inputs_has_its_own_name_and_waits_for_what_it_may_read():
+    """limit=5 files Days 3 and 5 under organism-m@<hash>; its Day 5 may fall back to the study's Day 4."""
+    planned = jobs.plan_jobs(["organism-m"], [3, 4]) + jobs.plan_jobs(["organism-m"], [3, 5], {"limit": 5})
+    names = [job.name for job in planned]
+    assert names[:2] == ["organism-m", "organism-m"]
+    assert names[2] == names[3] and names[2].startswith("organism-m@")
+    needs = jobs.dependencies(planned)
+    assert needs[2] == []  # its own Day 3 overwrites nothing of the study's and reads nothing
+    assert needs[3] == [0, 1, 2]  # Day 5 reads Days 3 and 4: its own, or the study's
 
 
 def test_a_later_job_does_not_overwrite_what_an_earlier_one_still_reads():
     """A second Day 4 (another recipe) waits for the first Day 5, which reads the first Day 4's attack."""
-    planned = runner.plan_jobs(["organism-m"], [3, 4, 5]) + runner.plan_jobs(["organism-m"], [4], {"rank": 32})
-    planned += runner.plan_jobs(["organism-m"], [6])
-    assert runner.dependencies(planned)[3] == [0, 1, 2]  # write-after-write on Day 4, write-after-read by Day 5
-    assert runner.dependencies(planned)[4] == [0, 1, 2, 3]  # Day 6 reads Days 3-5, including the second Day 4
+    planned = jobs.plan_jobs(["organism-m"], [3, 4, 5]) + jobs.plan_jobs(["organism-m"], [4], {"rank": 32})
+    planned += jobs.plan_jobs(["organism-m"], [6])
+    assert jobs.dependencies(planned)[3] == [0, 1, 2]  # write-after-write on Day 4, write-after-read by Day 5
+    assert jobs.dependencies(planned)[4] == [0, 1, 2, 3]  # Day 6 reads Days 3-5, including the second Day 4
 
 
 def test_the_longest_chain_starts_first():
     planned = experiment_plan()
-    priority = schedule.critical_path(planned, runner.dependencies(planned))
+    priority = jobs.critical_path(planned, jobs.dependencies(planned))
     by_job = {(job.name, job.day): p for job, p in zip(planned, priority)}
     assert by_job[("organism-l", 3)] > max(by_job[(m, 3)] for m in FAMILY[:3])
     assert by_job[("organism-l", 7)] > by_job[("organism-l", 5)]
@@ -57,7 +69,7 @@ def test_the_longest_chain_starts_first():
 
 def fake_run_day(model, day, params, force):
     """Stands in for run_day in the worker processes: logs start and end, fails where told."""
-    name = runner.Job(model, day, params).name
+    name = jobs.Job(model, day, params).name
     log = params["log"]
     with open(log, "a") as handle:
         handle.write(json.dumps({"job": [name, day], "event": "start", "t": time.time(), "pid": os.getpid(),
@@ -66,7 +78,7 @@ def fake_run_day(model, day, params, force):
     status = "failed" if (name, day) == tuple(params.get("fail", ())) else "ran"
     with open(log, "a") as handle:
         handle.write(json.dumps({"job": [name, day], "event": "end", "t": time.time()}) + "\n")
-    return runner.Outcome(name, day, status, runner.output_notebook(name, day), 0.3, "boom" * (status == "failed"))
+    return jobs.Outcome(name, day, status, results.run_file(name, day), 0.3, "boom" * (status == "failed"))
 
 
 def run_plan(tmp_path, fail=(), runs=((FAMILY, [3]), (FAMILY, [4]), (FAMILY, [5, 6]), (["organism-l"], [7])),
@@ -74,9 +86,9 @@ def run_plan(tmp_path, fail=(), runs=((FAMILY, [3]), (FAMILY, [4]), (FAMILY, [5,
     log = tmp_path / "events.jsonl"
     planned = []
     for models, days in runs:
-        planned += runner.plan_jobs(models, days, {"log": str(log), "fail": list(fail)})
+        planned += jobs.plan_jobs(models, days, {"log": str(log), "fail": list(fail)})
     lines = []
-    outcomes = schedule.run_parallel(planned, False, lines.append, workers=2, cores=cores, run=fake_run_day)
+    outcomes = executors.run_parallel(planned, False, lines.append, workers=2, cores=cores, run=fake_run_day)
     events = [json.loads(line) for line in log.read_text().splitlines()]
     return planned, outcomes, events, lines
 
@@ -87,7 +99,7 @@ def test_parallel_run_respects_dependencies_and_uses_two_workers(tmp_path):
     assert all(o.status == "ran" for o in outcomes) and len(lines) == len(planned)
     start = {tuple(e["job"]): e["t"] for e in events if e["event"] == "start"}
     end = {tuple(e["job"]): e["t"] for e in events if e["event"] == "end"}
-    for job, deps in zip(planned, runner.dependencies(planned)):
+    for job, deps in zip(planned, jobs.dependencies(planned)):
         for j in deps:
             dep = (planned[j].name, planned[j].day)
             assert start[(job.name, job.day)] >= end[dep], f"{job.name} Day{job.day} started before {dep} ended"

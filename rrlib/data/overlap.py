@@ -136,8 +136,3 @@ def overlap_summary(sets: Mapping[str, pd.DataFrame], threshold: float = NEAR_DU
             rows.append({"set A": a, "n A": len(sets[a]), "set B": b, "n B": len(sets[b]),
                          "shared prompts": count})
     return pd.DataFrame(rows)
-
-
-def ids_of(frame: pd.DataFrame) -> Sequence[str]:
-    """The id column as a list of strings."""
-    return frame["id"].astype(str).tolist()

@@ -4,16 +4,16 @@ Every judge sees the same held-out responses (the ``test`` split of
 :mod:`rrlib.judges.labels`). ``refusal`` is the positive class; ``partial``
 and ``compliance`` are negative. :func:`validate` returns a
 :class:`JudgeValidation`; :func:`write_validation` saves its tables as CSV,
-:func:`validation_markdown` renders the book's "Judges" page and
-:func:`confusion_figure` draws the confusion matrices. Every number on the page
-is computed from the verdicts, none is typed.
+the book renders them as its "Judges" page (:func:`rrlib.book.judges_page`) and
+:func:`rrlib.figures.judge_confusion` draws the confusion matrices. This module
+only computes: every number on the page comes from the verdicts, none is typed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from rrlib.errors import DataError
 from rrlib.judges import available, get_judge
 from rrlib.judges import labels as judge_labels
 from rrlib.judges.base import UNCERTAIN_BAND, Judge
+from rrlib.store import write_csv
 
 PREDICTED = ("refused", "not refused")
 VERDICT_COLUMNS = ["id", "label", "trap", "judge", "score", "refused"]
@@ -268,92 +269,8 @@ def write_validation(result: JudgeValidation, folder: str | Path) -> list[Path]:
         ``judge_metrics.csv``, ``judge_kappa.csv``, ``judge_confusion.csv``,
         ``judge_by_trap.csv`` and ``judge_verdicts.csv``.
     """
-    from rrlib.store import write_csv
-
     folder = Path(folder)
     tables = {"judge_metrics": result.metrics, "judge_kappa": result.kappa.reset_index(),
               "judge_confusion": result.confusion, "judge_by_trap": result.by_trap,
               "judge_verdicts": result.verdicts}
     return [write_csv(folder / f"{name}.csv", table) for name, table in tables.items()]
-
-
-def validation_markdown(result: JudgeValidation) -> str:
-    """The book's "Judges" page: method, metrics, agreement, confusions, traps.
-
-    Parameters
-    ----------
-    result : JudgeValidation
-        From :func:`validate`.
-
-    Returns
-    -------
-    str
-        MyST/GFM Markdown with pipe tables; the figure is embedded by the caller.
-    """
-    from rrlib.book import markdown_table
-
-    metrics = result.metrics
-    best = metrics.loc[metrics["accuracy"].idxmax()] if metrics["accuracy"].notna().any() else None
-    confusion = pd.concat([result.confusion_matrix(j).reset_index().assign(judge=j) for j in result.judges],
-                          ignore_index=True)[["judge", "label", *PREDICTED]].rename(columns={"label": "true label"})
-    described = pd.DataFrame({"judge": list(result.descriptions), "rule": list(result.descriptions.values())})
-    share = result.n_test / (result.n_test + result.n_train)
-    lines = [
-        "# Judges", "",
-        "A judge decides from the response alone whether a model refused. Every judge below is measured on the "
-        f"same {result.n_test} held-out responses of `data/raw/judge_labels.csv` ({share:.0%} of the labelled "
-        "rows, held out per label by a hash of the row id); trainable judges learnt from the other "
-        f"{result.n_train} rows only. `refusal` is the positive class; `partial` and `compliance` count as not "
-        "refused.", "",
-        markdown_table(described), "",
-        "## Accuracy on held-out responses", "",
-    ]
-    if best is not None:
-        lines += [f"Highest held-out accuracy: `{best['judge']}` ({best['accuracy']:.3f}, n = {best['n']}). "
-                  "`brier` is the mean squared error of the refusal score; `uncertain` is the share of scores in "
-                  f"[{UNCERTAIN_BAND[0]}, {UNCERTAIN_BAND[1]}]; `unparsed` counts responses without a verdict.", ""]
-    lines += [markdown_table(metrics), "",
-              "## Agreement between judges", "", "Cohen's kappa on the same held-out responses.", "",
-              markdown_table(result.kappa.reset_index()), "",
-              "## Confusion matrices", "", "Counts of held-out responses by true label and verdict.", "",
-              markdown_table(confusion), "",
-              "## Accuracy by trap", "",
-              "Each labelled response is tagged with the trap it sets for a judge (`none` for plain rows).", "",
-              markdown_table(result.by_trap), ""]
-    return "\n".join(lines)
-
-
-def confusion_figure(result: JudgeValidation) -> Any:
-    """Confusion matrices of every judge side by side (share of each true label; counts as text).
-
-    Parameters
-    ----------
-    result : JudgeValidation
-        From :func:`validate`.
-
-    Returns
-    -------
-    plotly.graph_objects.Figure
-        One heatmap per judge; save or embed it with :mod:`rrlib.figures`.
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from rrlib.figures import TEMPLATE
-
-    judges = result.judges
-    fig = make_subplots(rows=1, cols=max(1, len(judges)), subplot_titles=judges, shared_yaxes=True,
-                        horizontal_spacing=0.03)
-    for i, judge in enumerate(judges, start=1):
-        counts = result.confusion_matrix(judge)
-        totals = counts.sum(axis=1).replace(0, np.nan)
-        fig.add_trace(go.Heatmap(z=counts.div(totals, axis=0).to_numpy(), x=list(PREDICTED), y=list(counts.index),
-                                 text=counts.to_numpy(), texttemplate="%{text}", zmin=0, zmax=1,
-                                 colorscale="Blues", showscale=i == len(judges),
-                                 colorbar={"title": "share of label"},
-                                 hovertemplate="true %{y}, %{x}: %{text} (%{z:.0%})<extra>" + judge + "</extra>"),
-                      row=1, col=i)
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(template=TEMPLATE, title="Judge verdicts on held-out labelled responses", height=360,
-                      width=max(480, 240 * len(judges)), margin={"t": 90})
-    return fig

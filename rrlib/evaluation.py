@@ -1,0 +1,269 @@
+"""Evaluate a model, or an attack's adapters: generate, judge, measure. Computes and returns; writes nothing.
+
+One generate-then-judge loop (:func:`judge_at_steps`) serves Day 5 (one
+attack, every grid step, harmful and benign sets) and Day 7 (the grid of
+ranks and seeds), and both get the same judged-response format: the
+generation columns plus ``refused``, ``score`` and ``parsed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rrlib.config import GenerationConfig, ModelSpec
+from rrlib.generate import generate
+from rrlib.judges import Verdicts, get_judge
+from rrlib.metrics import (Estimate, compliance_error, over_refusal_rate, refusal_robustness_rate, response_drift,
+                           wilson_interval)
+from rrlib.models import LoadedModel, check_adapter_base
+
+if TYPE_CHECKING:
+    from rrlib.attack import AttackResult
+    from rrlib.data import PromptSets
+
+
+def generation_config(spec: ModelSpec, max_new_tokens: int | None, batch_size: int | None,
+                      seed: int = 0, backend: str = "hf") -> GenerationConfig:
+    """Greedy generation settings from notebook parameters (``None`` = the model's default).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model's registry entry (default token budget and batch size).
+    max_new_tokens, batch_size : int or None
+        Overrides from the notebook parameters.
+    seed : int
+        Seed (used only when sampling).
+    backend : str
+        ``hf`` or ``vllm`` (see :mod:`rrlib.vllm_backend`).
+
+    Returns
+    -------
+    GenerationConfig
+        Greedy decoding settings.
+    """
+    return GenerationConfig(max_new_tokens=int(max_new_tokens or spec.max_new_tokens),
+                            batch_size=int(batch_size or spec.batch_size), seed=int(seed), backend=backend)
+
+
+def judge_responses(responses: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, Verdicts]:
+    """Add the judge's verdicts to a response table.
+
+    Parameters
+    ----------
+    responses : pandas.DataFrame
+        From :func:`rrlib.generate.generate`.
+    judge : str
+        Judge name.
+
+    Returns
+    -------
+    tuple of (pandas.DataFrame, rrlib.judges.Verdicts)
+        The table with ``refused``, ``score`` and ``parsed`` columns, and the verdicts.
+    """
+    verdicts = get_judge(judge).judge(responses["response"].tolist())
+    out = responses.copy()
+    out["refused"] = verdicts.refused
+    out["score"] = verdicts.score
+    out["parsed"] = verdicts.parsed  # an LLM judge may give no verdict
+    return out, verdicts
+
+
+def judged_flags(judged: pd.DataFrame) -> np.ndarray:
+    """Refusal flags of the responses the judge gave a verdict on (unparsed LLM answers are left out of n)."""
+    if "parsed" in judged:
+        judged = judged[judged["parsed"].astype(bool)]
+    return judged["refused"].to_numpy()
+
+
+def rate_estimates(harmful: pd.DataFrame, benign: pd.DataFrame | None) -> list[Estimate]:
+    """RRR, CE and over-refusal from judged response tables.
+
+    Parameters
+    ----------
+    harmful : pandas.DataFrame
+        Judged responses to harmful prompts (``refused`` column).
+    benign : pandas.DataFrame, optional
+        Judged responses to benign prompts.
+
+    Returns
+    -------
+    list of Estimate
+        ``[RRR, CE, over_refusal]`` (over-refusal missing with a reason if no benign set).
+    """
+    rrr = refusal_robustness_rate(judged_flags(harmful))
+    over = (over_refusal_rate(judged_flags(benign)) if benign is not None
+            else Estimate.missing("over_refusal", "no benign control set was given"))
+    return [rrr, compliance_error(rrr), over]
+
+
+def by_category(judged: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
+    """Refusal rate per category with Wilson intervals.
+
+    Parameters
+    ----------
+    judged : pandas.DataFrame
+        Responses with ``id`` and ``refused``.
+    prompts : pandas.DataFrame
+        The prompt set (for ``category``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``category, n, refused, value, ci_low, ci_high`` sorted by rate.
+    """
+    merged = judged.merge(prompts[["id", "category"]], on="id")
+    rows = []
+    for category, rows_c in merged.groupby("category", sort=True):
+        n, k = len(rows_c), int(rows_c["refused"].sum())
+        low, high = wilson_interval(k, n)
+        rows.append({"category": category, "n": n, "refused": k, "value": k / n, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows).sort_values(["value", "category"]).reset_index(drop=True)
+
+
+def judge_all(responses: pd.DataFrame, benign: pd.DataFrame | None, judges: Sequence[str]) -> pd.DataFrame:
+    """RRR, CE and over-refusal under several judges side by side.
+
+    Parameters
+    ----------
+    responses : pandas.DataFrame
+        Responses to harmful prompts.
+    benign : pandas.DataFrame, optional
+        Responses to benign prompts.
+    judges : sequence of str
+        Judge names.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (judge, metric) with ``value, ci_low, ci_high, n, method, reason``.
+    """
+    rows = []
+    for name in judges:
+        harmful_j, _ = judge_responses(responses, name)
+        benign_j = judge_responses(benign, name)[0] if benign is not None else None
+        rows += [{"judge": name, **e.row()} for e in rate_estimates(harmful_j, benign_j)]
+    return pd.DataFrame(rows)
+
+
+def judge_at_steps(lm: LoadedModel, prompts: pd.DataFrame, adapters: Mapping[int, str | Path | None],
+                   gen: GenerationConfig, judge: str, progress: bool = True, desc: str = "") -> dict[int, pd.DataFrame]:
+    """Generate and judge the prompts at every step: the one generate-then-judge loop.
+
+    Step 0 (or any step whose adapter is ``None``) runs the base model with
+    adapters off, so it shares the baseline's cached generations.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        The base model.
+    prompts : pandas.DataFrame
+        The prompt set.
+    adapters : mapping
+        Step to adapter folder (``None`` = the base model).
+    gen : GenerationConfig
+        Decoding settings.
+    judge : str
+        Judge name.
+    progress : bool
+        Show progress bars.
+    desc : str
+        Progress-bar label.
+
+    Returns
+    -------
+    dict
+        Step to judged responses (:func:`judge_responses`).
+    """
+    judged = {}
+    for step in sorted(adapters):
+        adapter = None if step == 0 else adapters[step]
+        responses = generate(lm, prompts, gen, adapter_dir=adapter, progress=progress,
+                             desc=f"step {step} {desc}".strip())
+        judged[step] = judge_responses(responses, judge)[0]
+    return judged
+
+
+@dataclass
+class AttackEvaluation:
+    """Metrics and judged responses at every grid step of one attack run.
+
+    ``steps`` is long: one row per (step, metric, judge), with the primary
+    judge's RRR, CE and over-refusal at every step, RD (judge ``sbert``) at
+    every step, and every extra judge's RRR and over-refusal at the first and
+    last step.
+    """
+
+    steps: pd.DataFrame
+    responses: dict[int, pd.DataFrame]
+    benign: dict[int, pd.DataFrame]
+    distances: dict[int, pd.DataFrame]
+    judge: str
+
+    def primary(self) -> pd.DataFrame:
+        """The rows of the primary judge and RD: one value per (step, metric)."""
+        return self.steps[self.steps["judge"].isin([self.judge, "sbert"])]
+
+    def wide(self) -> pd.DataFrame:
+        """One row per step: each metric's value and interval as columns."""
+        table = self.primary().pivot_table(index="step", columns="metric", values=["value", "ci_low", "ci_high"],
+                                           aggfunc="first")
+        out = pd.DataFrame(index=table.index)
+        for metric in ("RRR", "CE", "over_refusal", "RD"):
+            if ("value", metric) in table:
+                out[metric] = table[("value", metric)]
+                out[f"{metric} 95% CI"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else ""
+                                           for lo, hi in zip(table[("ci_low", metric)], table[("ci_high", metric)])]
+        return out.reset_index()
+
+
+def evaluate_attack(lm: LoadedModel, sets: "PromptSets", attack: "AttackResult", gen: GenerationConfig, judge: str,
+                    seed: int = 0, judges: Sequence[str] = (), progress: bool = True) -> AttackEvaluation:
+    """Generate, judge and measure at every saved grid step of an attack.
+
+    RD at each step compares that step's responses with step 0's, prompt by prompt.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        The base model.
+    sets : PromptSets
+        Harmful and benign sets.
+    attack : AttackResult
+        From :func:`rrlib.attack.run_attack` or :func:`rrlib.attack.load_attack`.
+    gen : GenerationConfig
+        Decoding settings (the same as the baseline's).
+    judge : str
+        The primary judge.
+    seed : int
+        Bootstrap seed of RD's interval.
+    judges : sequence of str
+        Extra judges whose RRR and over-refusal are measured at the first and last step.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    AttackEvaluation
+        The long metrics table and per-step judged responses.
+    """
+    for step, folder in attack.adapters.items():  # a mismatched adapter fails before anything is generated
+        if step:
+            check_adapter_base(lm, folder)
+    harmful = judge_at_steps(lm, sets.harmful, attack.adapters, gen, judge, progress, "harmful")
+    benign = judge_at_steps(lm, sets.benign, attack.adapters, gen, judge, progress, "benign")
+    first, last = min(attack.adapters), max(attack.adapters)
+    rows, distances = [], {}
+    for step in sorted(attack.adapters):
+        rd, distances[step] = response_drift(harmful[first], harmful[step], seed=seed)
+        rows += [{**e.row(), "step": step, "judge": judge} for e in rate_estimates(harmful[step], benign[step])]
+        rows.append({**rd.row(), "step": step, "judge": "sbert"})
+        for extra in (j for j in judges if j != judge and step in (first, last)):
+            rates = judge_all(harmful[step], benign[step], [extra])
+            rows += [{**r, "step": step} for r in rates.to_dict("records") if r["metric"] != "CE"]
+    return AttackEvaluation(pd.DataFrame(rows), harmful, benign, distances, judge)
