@@ -543,6 +543,10 @@ class Run:
         bill.insert(0, "recipe", result.recipe)
         bill.insert(0, "model", self.name)
         self.upsert("compute", bill.to_dict("records"), {"model": self.name, "recipe": result.recipe})
+        self._add_results([{"task": f"day4/{result.recipe}/step{int(r['step'])}", "metric": quantity, "judge": "count",
+                            "value": r[quantity], "ci_low": None, "ci_high": None, "n": None,
+                            "reason": "an exact count: no interval"}
+                           for r in bill.to_dict("records") for quantity in ("flops", "tokens", "examples")])
         return bill
 
     def record_representations(self, drift: "DriftResult", recipe: str, seed: int) -> None:
@@ -573,6 +577,12 @@ class Run:
         """Write Day 6's scaling table (the whole table: Day 6 owns it)."""
         path = self.path("scaling")
         write_csv(path, table.reindex(columns=list(TABLES["scaling"].columns)))
+        self._add_results([{"task": f"day6/{r['model']}/{r['recipe']}", "metric": quantity, "judge": self.params.get(
+                                "judge", ""), "value": r[quantity], "ci_low": r.get(f"{quantity}_ci_low"),
+                            "ci_high": r.get(f"{quantity}_ci_high"), "n": r.get("n_prompts"),
+                            "reason": "" if pd.notna(r[quantity]) else str(r.get("collapse_reason") or "not fitted")}
+                           for r in table.to_dict("records")
+                           for quantity in ("collapse_flops", "c50_flops", "logistic_slope")])
 
     # -- files beside the notebook -----------------------------------------
 
@@ -622,7 +632,7 @@ class Run:
             "versions": {"rrlib-results": 1}}
         self._claimed.add(claim)
         for row in rows:
-            task = f"day{row['day']}/{row['recipe']}/step{int(row['step'])}/seed{int(row['seed'])}"
+            task = row.get("task") or f"day{row['day']}/{row['recipe']}/step{int(row['step'])}/seed{int(row['seed'])}"
             entry = document["results"].setdefault(task, {"alias": task})
             metric = f"{row['metric']},{row['judge']}"
             entry[metric] = _number(row["value"])

@@ -102,3 +102,16 @@ def test_config_is_deterministic_and_paths_are_relative(isolated):
     assert "environment" not in record and "git_commit" not in json.dumps(record)
     assert results.read_provenance("organism-m", 3)["environment"]["git_commit"]
     assert results.provenance_path("organism-m", 3).parent.name == ".state"
+
+
+def test_days_without_metric_rows_write_results_json_too(isolated):
+    """Day 4 (compute bill) and Day 6 (scaling table) also leave a results.json beside their notebook."""
+    run = results.Run("scaling", 6, {"judge": "arditi12"})
+    table = pd.DataFrame([{"model": "organism-m", "recipe": "r", "collapse_flops": 3.4e10, "collapse_flops_ci_low": 1e10,
+                           "collapse_flops_ci_high": 5e10, "c50_flops": float("nan"), "logistic_slope": 1.2,
+                           "logistic_slope_ci_low": 1.0, "logistic_slope_ci_high": 1.4, "n_prompts": 170,
+                           "collapse_reason": ""}])
+    run.record_scaling(table)
+    task = json.loads(results.run_file(run.name, 6, ".results.json").read_text())["results"]["day6/organism-m/r"]
+    assert task["collapse_flops,arditi12"] == 3.4e10 and task["collapse_flops,arditi12_ci_high"] == 5e10
+    assert task["c50_flops,arditi12"] is None and task["c50_flops,arditi12_reason"] == "not fitted"
