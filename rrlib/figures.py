@@ -26,6 +26,8 @@ from rrlib.config import results_dir
 from rrlib.store import atomic_write_text
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from rrlib.judges.validation import JudgeValidation
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -41,7 +43,7 @@ def _fill(color: str, alpha: float = 0.18) -> str:
 class FigureOutput:
     """A figure as a notebook output: plotly JSON plus a self-drawing HTML div."""
 
-    def __init__(self, fig: Any, name: str, paths: dict[str, str]) -> None:
+    def __init__(self, fig: go.Figure, name: str, paths: dict[str, str]) -> None:
         self.fig = fig
         self.name = name
         self.paths = paths
@@ -76,7 +78,7 @@ class FigureOutput:
                 "text/plain": f"<figure {self.name}>"}
 
 
-def save(fig: Any, name: str, root: Path | None = None) -> dict[str, str]:
+def save(fig: go.Figure, name: str, root: Path | None = None) -> dict[str, str]:
     """Write a figure as standalone offline HTML plus its plotly JSON (for the PNG export).
 
     Parameters
@@ -116,7 +118,7 @@ def _ensure_plotly_js(folder: Path) -> None:
     atomic_write_text(target, source.read_text(encoding="utf-8"))
 
 
-def show(fig: Any, name: str, root: Path | None = None, save_files: bool = True) -> FigureOutput:
+def show(fig: go.Figure, name: str, root: Path | None = None, save_files: bool = True) -> FigureOutput:
     """Save a figure and return its notebook output (display it as the cell's result).
 
     Parameters
@@ -141,7 +143,7 @@ def show(fig: Any, name: str, root: Path | None = None, save_files: bool = True)
 
 def rate_by_step(table: pd.DataFrame, metric: str, title: str, y_title: str, group: str = "model",
                  x: str = "step", x_title: str = "attack step (LoRA optimiser steps)",
-                 log_x: bool = False, y_range: Sequence[float] | None = (0, 1.02)) -> Any:
+                 log_x: bool = False, y_range: Sequence[float] | None = (0, 1.02)) -> go.Figure:
     """A line per group with a shaded 95% interval band.
 
     Parameters
@@ -192,7 +194,7 @@ def rate_by_step(table: pd.DataFrame, metric: str, title: str, y_title: str, gro
     return fig
 
 
-def bars_with_ci(table: pd.DataFrame, x: str, title: str, y_title: str, color: str | None = None) -> Any:
+def bars_with_ci(table: pd.DataFrame, x: str, title: str, y_title: str, color: str | None = None) -> go.Figure:
     """Bars of ``value`` with 95% interval error bars (e.g. RRR per category).
 
     Parameters
@@ -226,7 +228,7 @@ def bars_with_ci(table: pd.DataFrame, x: str, title: str, y_title: str, color: s
     return fig
 
 
-def loss_curve(curve: pd.DataFrame, grid_steps: Sequence[int], title: str, group: str | None = None) -> Any:
+def loss_curve(curve: pd.DataFrame, grid_steps: Sequence[int], title: str, group: str | None = None) -> go.Figure:
     """Training loss per optimiser step, with the grid steps marked.
 
     Parameters
@@ -262,7 +264,7 @@ def loss_curve(curve: pd.DataFrame, grid_steps: Sequence[int], title: str, group
 
 
 def heatmap(table: pd.DataFrame, value: str, title: str, colorbar: str, zrange: Sequence[float] | None = None,
-            x: str = "step", y: str = "layer") -> Any:
+            x: str = "step", y: str = "layer") -> go.Figure:
     """A heatmap of ``value`` over two axes (e.g. grid step x layer), with the numbers printed.
 
     Parameters
@@ -298,7 +300,7 @@ def heatmap(table: pd.DataFrame, value: str, title: str, colorbar: str, zrange: 
 
 
 def points_with_fit(table: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str,
-                    slope: float | None = None, label: str = "model") -> Any:
+                    slope: float | None = None, label: str = "model") -> go.Figure:
     """Points with asymmetric interval bars on log-log axes, plus an optional fitted line.
 
     Parameters
@@ -343,7 +345,7 @@ def points_with_fit(table: pd.DataFrame, x: str, y: str, title: str, x_title: st
 
 
 def scatter(table: pd.DataFrame, x: str, y: str, color: str, title: str, x_title: str, y_title: str,
-            hover: str | None = None) -> Any:
+            hover: str | None = None) -> go.Figure:
     """Points coloured by a grouping column (e.g. training loss against RRR, one colour per LoRA rank).
 
     Parameters
@@ -374,7 +376,7 @@ def scatter(table: pd.DataFrame, x: str, y: str, color: str, title: str, x_title
     return fig
 
 
-def judge_confusion(result: "JudgeValidation") -> Any:
+def judge_confusion(result: "JudgeValidation") -> go.Figure:
     """Confusion matrices of every validated judge side by side (share of each true label; counts as text).
 
     Parameters

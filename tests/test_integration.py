@@ -103,7 +103,7 @@ def test_papermill_from_the_shell_with_a_model_parameter(tmp_path):
 
 @pytest.mark.parametrize("param, expected", [
     ("eval_path=tests/fixtures/no_prompt_column.csv", "DataError: tests/fixtures/no_prompt_column.csv: missing required column 'prompt'"),
-    ("batch_size=\"big\"", "ConfigError: parameter 'batch_size' must be int, got str 'big'"),
+    ("batch_size=\"big\"", "ConfigError: parameter 'batch_size' must be int or None, got str 'big'"),
 ])
 def test_bad_parameters_fail_with_one_line(tmp_path, param, expected):
     proc = subprocess.run([sys.executable, "-m", "rrlib.cli", "run", "--models", MODEL, "--days", "3",

@@ -147,7 +147,8 @@ def test_r2_malformed_inputs_fail_cleanly(tmp_path, name, args, expected):
 @pytest.mark.integration
 def test_r3_two_runs_write_results_at_once(tmp_path):
     results = tmp_path / "results"
-    procs = [subprocess.Popen([*RR, "run", "--models", model, "--days", "3", "--param", "limit=30"], cwd=ROOT,
+    # The study's own inputs (no limit): both runs write the same shared metrics.csv, so its lock is exercised.
+    procs = [subprocess.Popen([*RR, "run", "--models", model, "--days", "3"], cwd=ROOT,
                               env=_env(results), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for model in ("organism-xs", "organism-s")]
     for proc in procs:
