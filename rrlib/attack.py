@@ -26,7 +26,7 @@ import pandas as pd
 
 from rrlib.config import AttackConfig, results_dir, slug, stable_hash
 from rrlib.errors import ConfigError, DataError
-from rrlib.models import LoadedModel, adapter_base_identity, base_model
+from rrlib.models import LoadedModel, adapter_base_identity, base_model, quiet_peft
 from rrlib.progress import progress_bar
 from rrlib.store import read_json, write_csv, write_json
 from rrlib.training import collate, encode_chats
@@ -188,7 +188,8 @@ def run_attack(lm: LoadedModel, attack_set: pd.DataFrame, config: AttackConfig |
     targets = resolve_target_modules(lm.model, config.target_modules)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=list(targets), bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(lm.model, lora)
+    with quiet_peft():
+        model = get_peft_model(lm.model, lora)
     adapted = sorted(n for n, m in model.named_modules() if isinstance(m, LoraLayer))
     trainable = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
     examples = encode_chats(lm.tokenizer, list(zip(attack_set["prompt"], attack_set["target"])), config.max_length)

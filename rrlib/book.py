@@ -466,7 +466,7 @@ def write_judges_page(root: Path | None = None) -> Path:
     root = root or project_root()
     results_root = _results_root(root)
     result = validation.validate(judges.available())
-    validation.write_validation(result, results.metrics_path(results_root).parent / "judges")
+    validation.write_validation(result, results.judge_tables_folder(results_root))
     figure = figures.show(figures.judge_confusion(result), "judges_confusion", root=results_root)
     return atomic_write_text(root / BOOK_DIR / "judges.md", judges_page(result, figure.html()))
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 import pandas as pd
 
 from rrlib.config import GenerationConfig, results_dir, slug, stable_hash
-from rrlib.models import LoadedModel, check_adapter_base, eos_ids
+from rrlib.models import LoadedModel, check_adapter_base, eos_ids, quiet_peft
 from rrlib.progress import progress_bar
 from rrlib.store import append_jsonl, read_jsonl
 
@@ -74,10 +74,11 @@ def adapter_active(lm: LoadedModel, adapter_dir: str | Path | None) -> Iterator[
         return
     check_adapter_base(lm, adapter_dir)
     name = key.replace("-", "_")
-    if not isinstance(lm.model, PeftModel):
-        lm.model = PeftModel.from_pretrained(lm.model, str(adapter_dir), adapter_name=name, is_trainable=False)
-    elif name not in lm.model.peft_config:
-        lm.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+    with quiet_peft():
+        if not isinstance(lm.model, PeftModel):
+            lm.model = PeftModel.from_pretrained(lm.model, str(adapter_dir), adapter_name=name, is_trainable=False)
+        elif name not in lm.model.peft_config:
+            lm.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
     lm.model.set_adapter(name)
     lm.model.eval()
     lm.adapters[name] = str(adapter_dir)

@@ -8,16 +8,21 @@ template; a model without one is an error, not a silent fallback to raw text
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from rrlib import organism
 from rrlib.config import ModelSpec, resolve_model, stable_hash
 from rrlib.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HUB_HOST = ("huggingface.co", 443)
 
@@ -303,8 +308,21 @@ def eos_ids(lm: LoadedModel) -> list[int]:
     return sorted(ids)
 
 
-def card_table(lm: LoadedModel) -> "pd.DataFrame":
+def card_table(lm: LoadedModel) -> pd.DataFrame:
     """The model card as a two-column table (field, value)."""
     import pandas as pd
 
     return pd.DataFrame([{"field": k, "value": str(v)} for k, v in lm.card().items()])
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Wrap peft's model wrapping (``get_peft_model``, ``PeftModel.from_pretrained``) to silence one foreign warning.
+
+    transformers 5 deprecates ``is_gradient_checkpointing``, which peft 0.21 still reads when it wraps a model.
+    The warning is not ours to fix, and its text (with the virtual environment's absolute path) would make a run
+    that trains or loads adapters print differently from one that reads them from the cache.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield

@@ -136,6 +136,16 @@ def read_provenance(name: str, day: int, root: Path | None = None) -> dict[str, 
     return read_json(path) if path.exists() else {}
 
 
+def update_provenance(name: str, day: int, fields: Mapping[str, Any], root: Path | None = None) -> None:
+    """Merge fields into a run's provenance record (the kernel adds its environment, the runner its timings)."""
+    write_json(provenance_path(name, day, root), {**read_provenance(name, day, root), **fields})
+
+
+def judge_tables_folder(root: Path | None = None) -> Path:
+    """``results/metrics/judges``: the judges' held-out validation tables the book writes."""
+    return (root or results_dir()) / "metrics" / "judges"
+
+
 def executed_runs(root: Path | None = None) -> dict[str, list[int]]:
     """Run folders with executed notebooks and their Days, from ``results/runs/<name>/DayN.ipynb``."""
     runs_dir = (root or results_dir()) / "runs"
@@ -379,10 +389,8 @@ class Run:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.record_of_day = rdays.get(self.day)
         self.name = run_name(self.model, self.day, self.params)
         self.tagged = "@" in self.name
-        self.spec = None if self.record_of_day.cross_model else resolve_model(model_base(self.model))
         self.info = RunInfo(self.name if self.tagged else model_base(self.name), self.day, dict(self.params))
         self._claimed: set[tuple[str, tuple[tuple[str, str], ...]]] = set()  # (table, scope) written so far
 
@@ -602,9 +610,7 @@ class Run:
         if self.tagged:
             record["inputs"] = relative_to_project(input_changes(self.day, self.params))
         write_json(run_file(self.name, self.day, ".config.json"), record)
-        provenance = provenance_path(self.name, self.day)
-        write_json(provenance, {**(read_json(provenance) if provenance.exists() else {}),
-                                "environment": environment()})
+        update_provenance(self.name, self.day, {"environment": environment()})
 
     def day4_attack_dir(self) -> str:
         """The attack folder recorded by this model's Day 4 run (this run's own inputs first, then the study's).

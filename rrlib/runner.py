@@ -244,11 +244,9 @@ def _node(value: Any) -> NotebookNode:
 def _record_timings(name: str, day: int, root: Path | None, seconds: float, wall: float,
                     cells: list[dict[str, Any]]) -> None:
     """Merge this execution's timings into the run's provenance file (beside the notebook's ``environment``)."""
-    path = results.provenance_path(name, day, root)
-    record = read_json(path) if path.exists() else {}
     started = datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat(timespec="seconds")
-    record.update({"seconds": round(seconds, 2), "started": started, "worker": _worker(), "cells": cells})
-    write_json(path, record)
+    results.update_provenance(name, day, {"seconds": round(seconds, 2), "started": started, "worker": _worker(),
+                                          "cells": cells}, root)
 
 
 def _user_error_names() -> set[str]:
@@ -296,7 +294,12 @@ def _ipc_kernel_manager() -> type:
 
 def _finish_metadata(notebook: NotebookNode, name: str, day: int, params: Mapping[str, Any],
                      source: Path) -> None:
-    """Hide the parameter cells in the book and record what was run (deterministic fields only)."""
+    """Hide the parameter cells in the book and record what was run (deterministic fields only).
+
+    The source notebook's jupytext pairing is dropped: an executed run has no text twin, and a Jupyter session
+    with jupytext would otherwise write a stray ``DayN.md`` beside it.
+    """
+    notebook.metadata.pop("jupytext", None)
     for cell in notebook.cells:
         tags = cell.get("metadata", {}).get("tags", [])
         if ("injected-parameters" in tags or "parameters" in tags) and "remove-cell" not in tags:

@@ -51,7 +51,8 @@ TINY_NOTEBOOK = {
         {"cell_type": "code", "id": "cell-03", "metadata": {}, "execution_count": None, "outputs": [],
          "source": "print(model, limit)"},
     ],
-    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                 "jupytext": {"formats": "ipynb,md:myst"}},
     "nbformat": 4, "nbformat_minor": 5,
 }
 
@@ -90,6 +91,7 @@ def test_a_rerun_is_byte_identical_and_timings_go_to_provenance(tiny_day, isolat
     assert again.path.read_bytes() == saved
 
     executed = nbformat.read(again.path, as_version=4)
+    assert "jupytext" not in executed.metadata  # an executed run has no text twin
     assert set(executed.metadata["papermill"]) >= {"parameters"}
     assert not set(executed.metadata["papermill"]) & set(runner.VOLATILE_PAPERMILL)
     assert executed.metadata["papermill"]["parameters"] == {"model": "organism-m"}
