@@ -531,10 +531,13 @@ class Run:
         seed : int
             The attack seed.
         """
-        for row in evaluation.steps.to_dict("records"):
-            estimate = Estimate(row["metric"], row["value"], row["ci_low"], row["ci_high"], row["n"],
-                                row.get("method", ""), row.get("reason", ""))
-            self.record([estimate], judge=row["judge"], step=int(row["step"]), recipe=recipe, seed=seed)
+        metric_rows = [{"model": self.name, "day": self.day, "step": int(row["step"]), "metric": row["metric"],
+                        "value": row["value"], "ci_low": row["ci_low"], "ci_high": row["ci_high"], "n": row["n"],
+                        "judge": row["judge"], "run_id": self.run_id, "recipe": recipe, "seed": seed,
+                        "reason": row.get("reason") or ""}
+                       for row in evaluation.steps.to_dict("records")]
+        self.write_rows(metric_rows)  # one write for every step, not one per row
+        self._add_results(metric_rows)
         rows = [{"id": pid, "step": step, "refused": bool(flag), "parsed": bool(ok), "judge": judge, "recipe": recipe}
                 for step, judged in evaluation.responses.items()
                 for pid, flag, ok in zip(judged["id"], judged["refused"], judged["parsed"])]
