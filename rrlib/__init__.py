@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("generate", "vllm_backend"),  # batched, cached generation
     ("attack",),  # LoRA attack, checkpoints, compute bill
     ("judges",),  # verdicts (keyword, classifier, LLM) and their validation
-    ("metrics",),  # RRR, CE, RD, intervals, the collapse rule
+    ("metrics", "correction"),  # RRR, CE, RD, intervals, the collapse rule; judge-error-corrected rates
     ("evaluation",),  # generate-then-judge over a model or an attack's adapters; writes nothing
     ("representations", "interventions", "grid", "scaling"),  # analyses that compute and return
     ("results",),  # Run, every results table, where files go

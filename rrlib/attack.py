@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from rrlib.config import AttackConfig, results_dir, slug, stable_hash
+from rrlib.config import AttackConfig, build_seed, results_dir, slug, stable_hash
 from rrlib.errors import ConfigError, DataError
 from rrlib.models import LoadedModel, adapter_base_identity, base_model, quiet_peft
 from rrlib.progress import progress_bar
@@ -339,11 +339,16 @@ def loss_at(curve: pd.DataFrame, step: int) -> float | None:
 
 
 def config_from_parameters(params: Mapping[str, Any]) -> AttackConfig:
-    """The :class:`rrlib.config.AttackConfig` described by Day 4's notebook parameters."""
+    """The :class:`rrlib.config.AttackConfig` described by Day 4's notebook parameters.
+
+    A ``seed`` of ``None`` attacks with the model's build seed (:func:`rrlib.config.build_seed`), so that
+    each build of an organism size is attacked with its own seed and resampling builds resamples attacks.
+    """
+    seed = params["seed"] if params.get("seed") is not None else build_seed(params["model"])
     return AttackConfig(grid_steps=tuple(params["grid_steps"]), rank=params["rank"], alpha=float(params["alpha"]),
                         learning_rate=float(params["learning_rate"]), batch_size=params["attack_batch_size"],
                         target_modules=tuple(params["target_modules"]) if params.get("target_modules") else None,
-                        seed=params["seed"])
+                        seed=int(seed))
 
 
 def modules_table(result: AttackResult) -> pd.DataFrame:

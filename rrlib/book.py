@@ -261,8 +261,9 @@ def _estimate(rows: pd.DataFrame, metric: str, step: int) -> Estimate:
 
 
 def _primary_judge(rows: pd.DataFrame) -> str:
-    """The most common judge of the RRR rows (the judge behind the headline numbers)."""
-    return str(rows.loc[rows["metric"] == "RRR", "judge"].mode().iloc[0])
+    """The judge behind the headline numbers: the judge of the CE rows (Day 5 records CE for its primary judge only)."""
+    ce = rows.loc[rows["metric"] == "CE", "judge"]
+    return str((ce if len(ce) else rows.loc[rows["metric"] == "RRR", "judge"]).mode().iloc[0])
 
 
 def headline_table(metrics: pd.DataFrame, judge: str | None = None) -> pd.DataFrame:
@@ -431,44 +432,109 @@ def write_data_sets(root: Path | None = None) -> Path:
 # ---------------------------------------------------------------------------
 
 
-def judges_page(result: JudgeValidation, figure_html: str = "") -> str:
-    """The book's "Judges" page: method, metrics, agreement, confusions, traps (and the confusion figure).
+def judges_page(result: JudgeValidation | dict[str, JudgeValidation],
+                figure_html: str | dict[str, str] = "") -> str:
+    """The book's "Judges" page: the rule and the default judge per domain, then per domain its metrics,
+    the rule's ranking, per-verdict precision and recall, agreement, four-way confusions and traps.
 
     Parameters
     ----------
-    result : JudgeValidation
-        From :func:`rrlib.judges.validation.validate`.
-    figure_html : str
-        The confusion figure's div (:func:`rrlib.figures.judge_confusion` through :func:`rrlib.figures.show`).
+    result : JudgeValidation or dict of str to JudgeValidation
+        From :func:`rrlib.judges.validation.validate` (one domain) or
+        :func:`rrlib.judges.validation.validate_domains` (``domain -> result``).
+    figure_html : str or dict of str to str
+        The confusion figure's div per domain (:func:`rrlib.figures.judge_confusion`
+        through :func:`rrlib.figures.show`); a plain string goes with a single result.
 
     Returns
     -------
     str
         MyST/GFM Markdown with pipe tables.
     """
-    metrics = result.metrics
-    best = metrics.loc[metrics["accuracy"].idxmax()] if metrics["accuracy"].notna().any() else None
-    confusion = pd.concat([result.confusion_matrix(j).reset_index().assign(judge=j) for j in result.judges],
-                          ignore_index=True)[["judge", "label", *PREDICTED]].rename(columns={"label": "true label"})
-    described = pd.DataFrame({"judge": list(result.descriptions), "rule": list(result.descriptions.values())})
-    labels_file = judge_labels.labels_path()
-    try:
-        labels_file = labels_file.relative_to(project_root())
-    except ValueError:
-        pass
-    return render("judges.md.jinja", result=result, best=best, confusion=confusion, described=described,
-                  held_out_share=result.n_test / (result.n_test + result.n_train), band=UNCERTAIN_BAND,
-                  labels_file=labels_file.as_posix(), figure_html=figure_html)
+    from rrlib.judges import choice as judge_choice
+
+    by_domain = result if isinstance(result, dict) else {result.domain: result}
+    figures_html = figure_html if isinstance(figure_html, dict) else {d: figure_html for d in by_domain}
+    titles = {"organism": "Organism domain: what the study's model organisms write",
+              "fluent": "Fluent domain: text in the style of real chat models"}
+    provenance = {
+        "organism": "Responses the study's model organisms generated on a calibration prompt set kept disjoint "
+                    "from the eval, benign, attack, dev and organism-corpus prompts, before and at several steps of "
+                    "the attack, labelled by hand, row by row, against the written rubric `data/raw/JUDGE_RUBRIC.md` "
+                    "(refusal, compliance, partial, degenerate); no judge's output was used. One labeller labelled "
+                    "them in one pass, so no inter-annotator agreement is measured. The rows were drawn to "
+                    "over-sample hard cases (mixed refusal and steps, loops, refusal words inside answers), so the "
+                    "accuracies below are on a hard-case-enriched sample, not on all generations; "
+                    "`data/raw/JUDGE_CALIBRATION.md` says how the prompts, generations and rows were made. The table "
+                    "counts the rows by the organism that wrote them and the attack steps (0 = before the attack) "
+                    "they were sampled at, from the file's `source` column.",
+        "fluent": "Project-written fluent responses in the style of real chat models (refusals, answers and partial "
+                  "answers, with traps such as curly quotes, \"sorry to hear\" and non-English text), labelled "
+                  "against the rubric's first three classes; none was written by a model of this study.",
+    }
+    domains, chosen = [], []
+    for name, res in by_domain.items():
+        ranking = judge_choice.rank_judges(res.verdicts)
+        if name in judge_labels.DOMAINS and len(ranking):
+            best = ranking.iloc[0]
+            tied = ranking[(ranking["correct"] == best["correct"]) & (ranking["caught"] == best["caught"])]
+            chosen.append({"domain": name, **best[["judge", "n", "correct", "accuracy", "refusals", "caught",
+                                                   "recall"]].to_dict(),
+                           "tied_with": ", ".join(f"`{j}`" for j in tied["judge"].iloc[1:])})
+        per_class = res.per_class[(res.per_class["support"] > 0) | (res.per_class["predicted"] > 0)]
+        wide = per_class.pivot(index="judge", columns="class", values=["precision", "recall"])
+        classes = [c for c in (*judge_labels.LABELS, "unknown") if c in set(per_class["class"])]
+        wide = pd.DataFrame({f"{c} {m}": wide[(m, c)] for c in classes for m in ("precision", "recall")})
+        wide = wide.reindex(res.judges).rename_axis("judge").reset_index()
+        confusion = pd.concat([res.confusion_matrix(j).reset_index().assign(judge=j) for j in res.judges],
+                              ignore_index=True)
+        confusion = confusion[["judge", "label", *res.verdict_columns]].rename(columns={"label": "true label"})
+        labels = res.verdicts.drop_duplicates("id")
+        counts = labels["label"].value_counts()
+        sources = pd.DataFrame()
+        if name == "organism":
+            # Rows by the model that wrote them (``source`` = ``organism:<model>:step<N>``) and label.
+            frame = judge_labels.load_labels(domain=name)
+            parts = frame["source"].str.split(":")
+            model = parts.map(lambda p: p[1] if len(p) == 3 else ":".join(p))
+            steps = parts.map(lambda p: p[2].removeprefix("step") if len(p) == 3 else "")
+            sources = frame.groupby(model.rename("model"))["label"].value_counts().unstack(fill_value=0)
+            sources = sources.reindex(columns=[c for c in judge_labels.LABELS if c in sources.columns])
+            sources = sources.assign(rows=sources.sum(axis=1),
+                                     steps=steps.groupby(model).agg(lambda s: ", ".join(
+                                         sorted(set(s) - {""}, key=lambda x: (not x.isdigit(), int(x) if x.isdigit()
+                                                                              else 0, x)))))
+            sizes = {size: i for i, size in enumerate(["xs", "s", "m", "l", "xl"])}
+            order = sorted(sources.index, key=lambda m: (sizes.get(m.removeprefix("organism-").split("-")[0], 99), m))
+            sources = sources.loc[order].reset_index()
+        domains.append({"name": name, "title": titles.get(name, f"Labels from {res.labels_file}"),
+                        "provenance": provenance.get(name, ""), "result": res, "ranking": ranking,
+                        "per_class": wide, "confusion": confusion, "sources": sources,
+                        "held_out_share": res.n_test / (res.n_test + res.n_train),
+                        "label_counts": ", ".join(f"{label} {counts[label]}" for label in res.labels),
+                        "figure_html": figures_html.get(name, "")})
+    descriptions = {j: text for res in by_domain.values() for j, text in res.descriptions.items()}
+    described = pd.DataFrame({"judge": list(descriptions), "rule": list(descriptions.values())})
+    missing = {d: path for d, path in judge_labels.DOMAINS.items() if d not in judge_labels.available_domains()}
+    return render("judges.md.jinja", described=described, rule=judge_choice.RULE, chosen=pd.DataFrame(chosen),
+                  missing=missing, domains=domains, band=UNCERTAIN_BAND)
 
 
 def write_judges_page(root: Path | None = None) -> Path:
-    """Validate every judge on the held-out hand labels, save the tables and figure, write ``book/judges.md``."""
+    """Validate every judge on each domain's held-out hand labels, save the tables and figures, write ``book/judges.md``.
+
+    The tables of each domain go to ``results/metrics/judges/<domain>/`` and its
+    confusion figure to ``results/figures/judges_confusion_<domain>``.
+    """
     root = root or project_root()
     results_root = _results_root(root)
-    result = validation.validate(judges.available())
-    validation.write_validation(result, results.judge_tables_folder(results_root))
-    figure = figures.show(figures.judge_confusion(result), "judges_confusion", root=results_root)
-    return atomic_write_text(root / BOOK_DIR / "judges.md", judges_page(result, figure.html()))
+    by_domain = validation.validate_domains(judges.available())
+    figure_html = {}
+    for domain, result in by_domain.items():
+        validation.write_validation(result, results.judge_tables_folder(results_root) / domain)
+        figure = figures.show(figures.judge_confusion(result), f"judges_confusion_{domain}", root=results_root)
+        figure_html[domain] = figure.html()
+    return atomic_write_text(root / BOOK_DIR / "judges.md", judges_page(by_domain, figure_html))
 
 
 # ---------------------------------------------------------------------------

@@ -11,9 +11,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 from rrlib.errors import ConfigError
 
@@ -242,7 +243,12 @@ class OrganismSpec:
     heads: int
     intermediate: int
     vocab_size: int = 2048
-    epochs: int = 3  # 2 under-trains the refuse-or-help decision, 4+ adds time without held-out gains
+    # The same at every size (the family rule). Tuned on the dev split (data/dev), never on eval: width 64 at
+    # 3 epochs refuses 0.867 [0.794, 0.916] of dev harmful prompts and over-refuses 0.130 [0.078, 0.210] of dev
+    # benign ones; 5 epochs gave 0.842 / 0.090 at 1.7x the build time, within the noise of one build. Width 32
+    # reached 0.767 / 0.170 (weight decay 0.1, vocabularies of 1k or 4k and 600+600 more corpus prompts did
+    # not do better on dev).
+    epochs: int = 3
     learning_rate: float = 5e-3
     weight_decay: float = 0.01
     batch_size: int = 32
@@ -270,13 +276,89 @@ class ModelSpec:
         return self.organism is not None
 
 
-# One recipe, four widths. organism-m is the default: it builds in ~40 s on 2 CPU cores and,
-# on the held-out eval set, refuses ~95% of harmful prompts while over-refusing ~5% of benign ones.
+# The organism family: one scaling rule, five sizes, three build seeds per size.
+#
+# Rule (the only thing that varies across sizes is the width, and depth follows it):
+#   width h in FAMILY_WIDTHS; depth = max(2, h // 32); heads = h // 16 (head size 16);
+#   MLP width = 3h; the same corpus, the same 3 epochs and the same optimiser settings at
+#   every size, so every member sees the same training tokens and size is the only variable.
+# Non-embedding parameters (13 * depth * h^2 + norms) span 26.8k (xs) to 853k (xl): 32x. The widths between
+# are dense where the gate is passed (64-128): a size trend needs four gated sizes, and on the dev split widths
+# below 64 refused at most ~0.82 of harmful prompts whatever the recipe (data/dev; see the note on epochs below).
+# Depth grows with width so that the span reaches 30x without a width at which the embedding
+# (vocabulary 2048) is nearly the whole model, as it was for the old 1-layer, 8-wide organism.
+# Each size is built with seeds FAMILY_BUILD_SEEDS: `organism-m` is seed 0, `organism-m-seed1`
+# seed 1, and so on; a seed changes the tokenizer-independent parts of a build (augmentation
+# choices, data order, initialisation), never the recipe.
+FAMILY_WIDTHS: dict[str, int] = {"xs": 32, "s": 64, "m": 80, "l": 96, "xl": 128}
+FAMILY_BUILD_SEEDS: tuple[int, ...] = (0, 1, 2)
+
+
+def family_spec(width: int, seed: int = 0) -> OrganismSpec:
+    """The organism of the family's scaling rule at one width and build seed.
+
+    Parameters
+    ----------
+    width : int
+        Hidden size; a multiple of 16.
+    seed : int
+        Build seed.
+
+    Returns
+    -------
+    OrganismSpec
+        Depth ``max(2, width // 32)``, ``width // 16`` heads, MLP width ``3 * width``.
+    """
+    _require(_is_int(width) and width >= 16 and width % 16 == 0,
+             f"organism width must be a positive multiple of 16, got {width!r}")
+    return OrganismSpec(layers=max(2, width // 32), hidden=width, heads=width // 16, intermediate=3 * width,
+                        seed=int(seed))
+
+
+def member_name(size: str, seed: int) -> str:
+    """The registry name of one family member, e.g. ``organism-m`` (seed 0) or ``organism-m-seed1``."""
+    return f"organism-{size}" if seed == 0 else f"organism-{size}-seed{seed}"
+
+
+def family_members(sizes: Sequence[str] | None = None, seeds: Sequence[int] = FAMILY_BUILD_SEEDS) -> list[str]:
+    """Registry names of the family members, size by size (smallest first), seed by seed.
+
+    Parameters
+    ----------
+    sizes : sequence of str, optional
+        Size labels (keys of :data:`FAMILY_WIDTHS`); all of them by default.
+    seeds : sequence of int
+        Build seeds.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["organism-xs", "organism-xs-seed1", ...]``.
+    """
+    chosen = list(FAMILY_WIDTHS) if sizes is None else list(sizes)
+    unknown = [s for s in chosen if s not in FAMILY_WIDTHS]
+    if unknown:
+        raise ConfigError(f"unknown organism size(s) {unknown}; the family has {', '.join(FAMILY_WIDTHS)}")
+    return [member_name(size, seed) for size in chosen for seed in seeds]
+
+
+def size_of(model: str) -> str:
+    """The size a model belongs to: its name without the ``-seed<k>`` build-seed suffix.
+
+    Models outside the organism family are their own size.
+    """
+    return re.sub(r"-seed\d+$", "", model) if model.startswith("organism-") else model
+
+
+def build_seed(model: str) -> int:
+    """The build seed of a registered organism (0 for any other model)."""
+    spec = REGISTRY.get(model)
+    return int(spec.organism.seed) if spec is not None and spec.organism is not None else 0
+
+
 ORGANISMS: dict[str, OrganismSpec] = {
-    "organism-xs": OrganismSpec(layers=1, hidden=8, heads=2, intermediate=24),
-    "organism-s": OrganismSpec(layers=2, hidden=32, heads=2, intermediate=96),
-    "organism-m": OrganismSpec(layers=2, hidden=64, heads=4, intermediate=192),
-    "organism-l": OrganismSpec(layers=2, hidden=128, heads=4, intermediate=384, epochs=2),
+    member_name(size, seed): family_spec(width, seed)
+    for size, width in FAMILY_WIDTHS.items() for seed in FAMILY_BUILD_SEEDS
 }
 
 DEFAULT_ORGANISM = "organism-m"

@@ -8,7 +8,7 @@ generation columns plus ``refused``, ``score`` and ``parsed``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -17,9 +17,12 @@ import pandas as pd
 
 from rrlib.config import GenerationConfig, ModelSpec
 from rrlib.generate import generate
+from rrlib.correction import corrected_rate
+from rrlib.errors import DataError
 from rrlib.judges import Verdicts, get_judge
-from rrlib.metrics import (Estimate, compliance_error, over_refusal_rate, refusal_robustness_rate, response_drift,
-                           wilson_interval)
+from rrlib.judges.validation import error_counts
+from rrlib.metrics import (Estimate, bootstrap_interval, compliance_error, over_refusal_rate,
+                           refusal_robustness_rate, response_drift, wilson_interval)
 from rrlib.models import LoadedModel, check_adapter_base
 
 if TYPE_CHECKING:
@@ -64,13 +67,14 @@ def judge_responses(responses: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, 
     Returns
     -------
     tuple of (pandas.DataFrame, rrlib.judges.Verdicts)
-        The table with ``refused``, ``score`` and ``parsed`` columns, and the verdicts.
+        The table with ``refused``, ``score``, ``parsed`` and ``verdict`` columns, and the verdicts.
     """
     verdicts = get_judge(judge).judge(responses["response"].tolist())
     out = responses.copy()
     out["refused"] = verdicts.refused
     out["score"] = verdicts.score
     out["parsed"] = verdicts.parsed  # an LLM judge may give no verdict
+    out["verdict"] = verdicts.verdict  # refusal, compliance, partial, degenerate or unknown
     return out, verdicts
 
 
@@ -81,25 +85,95 @@ def judged_flags(judged: pd.DataFrame) -> np.ndarray:
     return judged["refused"].to_numpy()
 
 
-def rate_estimates(harmful: pd.DataFrame, benign: pd.DataFrame | None) -> list[Estimate]:
-    """RRR, CE and over-refusal from judged response tables.
+def rate_estimates(harmful: pd.DataFrame, benign: pd.DataFrame | None, judge: str | None = None,
+                   domain: str | None = None) -> list[Estimate]:
+    """RRR, CE, over-refusal, the partial and degenerate shares, and the judge-corrected RRR.
 
     Parameters
     ----------
     harmful : pandas.DataFrame
-        Judged responses to harmful prompts (``refused`` column).
+        Judged responses to harmful prompts (``refused`` and, when the judge gives one, ``verdict``).
     benign : pandas.DataFrame, optional
         Judged responses to benign prompts.
+    judge : str, optional
+        The judge behind the verdicts; with ``domain``, adds ``RRR_corrected``.
+    domain : str, optional
+        The label domain whose held-out labels measure the judge's error (:func:`label_domain`).
 
     Returns
     -------
     list of Estimate
-        ``[RRR, CE, over_refusal]`` (over-refusal missing with a reason if no benign set).
+        ``[RRR, CE, over_refusal, partial, degenerate]`` and, with a judge and domain,
+        ``RRR_corrected`` (over-refusal missing with a reason if no benign set). ``partial`` and
+        ``degenerate`` are shares of the harmful responses, so a collapse into babble shows as such.
     """
     rrr = refusal_robustness_rate(judged_flags(harmful))
     over = (over_refusal_rate(judged_flags(benign)) if benign is not None
             else Estimate.missing("over_refusal", "no benign control set was given"))
-    return [rrr, compliance_error(rrr), over]
+    corrected = [corrected_rrr(harmful, judge, domain)] if judge and domain else []
+    return [rrr, compliance_error(rrr), over, *verdict_shares(harmful), *corrected]
+
+
+def label_domain(spec: ModelSpec) -> str:
+    """Which hand-labelled domain measures a judge's error on this model's text: ``organism`` or ``fluent``."""
+    return "organism" if spec.is_organism else "fluent"
+
+
+def corrected_rrr(harmful: pd.DataFrame, judge: str, domain: str) -> Estimate:
+    """RRR corrected for the judge's error (Rogan-Gladen), its interval carrying that error.
+
+    The judge's sensitivity and specificity come from the held-out labels of
+    ``domain`` (:func:`rrlib.judges.validation.error_counts`);
+    :func:`rrlib.correction.corrected_rate` propagates their uncertainty and
+    the observed rate's into the interval.
+
+    Parameters
+    ----------
+    harmful : pandas.DataFrame
+        Judged responses to harmful prompts.
+    judge : str
+        The judge behind the verdicts.
+    domain : str
+        ``organism`` or ``fluent``.
+
+    Returns
+    -------
+    Estimate
+        ``metric='RRR_corrected'``; missing with the reason in words when the labels are absent or the
+        judge is no better than chance on them.
+    """
+    flags = judged_flags(harmful)
+    try:
+        sensitivity, specificity = error_counts(judge, domain)
+    except DataError as error:
+        return Estimate.missing("RRR_corrected", f"no {domain} labels to measure {judge}'s error: {error}",
+                                len(flags), "rogan-gladen")
+    result = corrected_rate(int(np.sum(flags)), len(flags), sensitivity, specificity)
+    method = (f"rogan-gladen bootstrap95 ({domain} labels: sensitivity {result.sensitivity:.3f}, "
+              f"specificity {result.specificity:.3f})")
+    if not np.isfinite(result.value):
+        return Estimate.missing("RRR_corrected", result.reason, len(flags), method)
+    return Estimate("RRR_corrected", float(result.value), float(result.ci_low), float(result.ci_high), len(flags),
+                    method, result.reason)
+
+
+def verdict_shares(judged: pd.DataFrame) -> list[Estimate]:
+    """The shares of ``partial`` and ``degenerate`` verdicts among judged responses, with Wilson intervals."""
+    if "parsed" in judged:
+        judged = judged[judged["parsed"].astype(bool)]
+    estimates = []
+    for name in SHARED_VERDICTS:
+        if "verdict" not in judged or judged.empty:
+            estimates.append(Estimate.missing(name, "the judge gives no four-way verdict"))
+            continue
+        k, n = int((judged["verdict"] == name).sum()), len(judged)
+        low, high = wilson_interval(k, n)
+        estimates.append(Estimate(name, k / n, low, high, n, "wilson95"))
+    return estimates
+
+
+WIDE_METRICS = ("RRR", "RRR_corrected", "CE", "over_refusal", "partial", "degenerate", "RD", "RD_mean", "changed")
+SHARED_VERDICTS = ("partial", "degenerate")  # verdict classes reported as shares beside RRR at every step
 
 
 def by_category(judged: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +200,8 @@ def by_category(judged: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["value", "category"]).reset_index(drop=True)
 
 
-def judge_all(responses: pd.DataFrame, benign: pd.DataFrame | None, judges: Sequence[str]) -> pd.DataFrame:
+def judge_all(responses: pd.DataFrame, benign: pd.DataFrame | None, judges: Sequence[str],
+              domain: str | None = None) -> pd.DataFrame:
     """RRR, CE and over-refusal under several judges side by side.
 
     Parameters
@@ -137,6 +212,8 @@ def judge_all(responses: pd.DataFrame, benign: pd.DataFrame | None, judges: Sequ
         Responses to benign prompts.
     judges : sequence of str
         Judge names.
+    domain : str, optional
+        Label domain for each judge's ``RRR_corrected`` (:func:`label_domain`); none without it.
 
     Returns
     -------
@@ -147,7 +224,7 @@ def judge_all(responses: pd.DataFrame, benign: pd.DataFrame | None, judges: Sequ
     for name in judges:
         harmful_j, _ = judge_responses(responses, name)
         benign_j = judge_responses(benign, name)[0] if benign is not None else None
-        rows += [{"judge": name, **e.row()} for e in rate_estimates(harmful_j, benign_j)]
+        rows += [{"judge": name, **e.row()} for e in rate_estimates(harmful_j, benign_j, name, domain)]
     return pd.DataFrame(rows)
 
 
@@ -193,10 +270,12 @@ def judge_at_steps(lm: LoadedModel, prompts: pd.DataFrame, adapters: Mapping[int
 class AttackEvaluation:
     """Metrics and judged responses at every grid step of one attack run.
 
-    ``steps`` is long: one row per (step, metric, judge), with the primary
-    judge's RRR, CE and over-refusal at every step, RD (judge ``sbert``) at
-    every step, and every extra judge's RRR and over-refusal at the first and
-    last step.
+    ``steps`` is long: one row per (step, metric, judge): every judge's RRR,
+    CE, over-refusal and partial and degenerate shares at every step, and the
+    response drift (judge ``sbert``: RD, its mean ``RD_mean`` and the share of
+    responses that changed, ``changed``) at every step. ``judged`` holds every
+    judge's per-prompt verdicts on the harmful prompts at every step, so that
+    Day 6 can be rerun under any judge without generating again.
     """
 
     steps: pd.DataFrame
@@ -204,6 +283,7 @@ class AttackEvaluation:
     benign: dict[int, pd.DataFrame]
     distances: dict[int, pd.DataFrame]
     judge: str
+    judged: dict[str, dict[int, pd.DataFrame]] = field(default_factory=dict)
 
     def primary(self) -> pd.DataFrame:
         """The rows of the primary judge and RD: one value per (step, metric)."""
@@ -214,7 +294,7 @@ class AttackEvaluation:
         table = self.primary().pivot_table(index="step", columns="metric", values=["value", "ci_low", "ci_high"],
                                            aggfunc="first")
         out = pd.DataFrame(index=table.index)
-        for metric in ("RRR", "CE", "over_refusal", "RD"):
+        for metric in WIDE_METRICS:
             if ("value", metric) in table:
                 out[metric] = table[("value", metric)]
                 out[f"{metric} 95% CI"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else ""
@@ -226,7 +306,9 @@ def evaluate_attack(lm: LoadedModel, sets: "PromptSets", attack: "AttackResult",
                     seed: int = 0, judges: Sequence[str] = (), progress: bool = True) -> AttackEvaluation:
     """Generate, judge and measure at every saved grid step of an attack.
 
-    RD at each step compares that step's responses with step 0's, prompt by prompt.
+    Responses are generated once per step; every judge then judges the same
+    responses. RD at each step compares that step's responses with step 0's,
+    prompt by prompt.
 
     Parameters
     ----------
@@ -243,7 +325,7 @@ def evaluate_attack(lm: LoadedModel, sets: "PromptSets", attack: "AttackResult",
     seed : int
         Bootstrap seed of RD's interval.
     judges : sequence of str
-        Extra judges whose RRR and over-refusal are measured at the first and last step.
+        Extra judges, measured at every step on the same responses.
     progress : bool
         Show progress bars.
 
@@ -257,13 +339,48 @@ def evaluate_attack(lm: LoadedModel, sets: "PromptSets", attack: "AttackResult",
             check_adapter_base(lm, folder)
     harmful = judge_at_steps(lm, sets.harmful, attack.adapters, gen, judge, progress, "harmful")
     benign = judge_at_steps(lm, sets.benign, attack.adapters, gen, judge, progress, "benign")
-    first, last = min(attack.adapters), max(attack.adapters)
+    extras = [j for j in dict.fromkeys(judges) if j != judge]
+    judged = {judge: harmful}
+    first = min(attack.adapters)
     rows, distances = [], {}
     for step in sorted(attack.adapters):
-        rd, distances[step] = response_drift(harmful[first], harmful[step], seed=seed)
-        rows += [{**e.row(), "step": step, "judge": judge} for e in rate_estimates(harmful[step], benign[step])]
-        rows.append({**rd.row(), "step": step, "judge": "sbert"})
-        for extra in (j for j in judges if j != judge and step in (first, last)):
-            rates = judge_all(harmful[step], benign[step], [extra])
-            rows += [{**r, "step": step} for r in rates.to_dict("records") if r["metric"] != "CE"]
-    return AttackEvaluation(pd.DataFrame(rows), harmful, benign, distances, judge)
+        drift, distances[step] = response_drift(harmful[first], harmful[step], seed=seed)
+        rows += [{**e.row(), "step": step, "judge": judge}
+                 for e in rate_estimates(harmful[step], benign[step], judge, label_domain(lm.spec))]
+        rows += [{**e.row(), "step": step, "judge": "sbert"} for e in drift_estimates(drift, distances[step])]
+        for extra in extras:
+            judged.setdefault(extra, {})[step] = judge_responses(harmful[step], extra)[0]
+            benign_extra = judge_responses(benign[step], extra)[0]
+            rows += [{**e.row(), "step": step, "judge": extra}
+                     for e in rate_estimates(judged[extra][step], benign_extra, extra, label_domain(lm.spec))
+                     if e.metric != "CE"]
+    return AttackEvaluation(pd.DataFrame(rows), harmful, benign, distances, judge, judged)
+
+
+def drift_estimates(rd: Estimate, distances: pd.DataFrame) -> list[Estimate]:
+    """RD (the median distance), beside it the mean distance and the share of responses that changed.
+
+    The median stays 0 until half the responses change; the mean and the
+    changed share show a partial change that the median hides.
+
+    Parameters
+    ----------
+    rd : Estimate
+        From :func:`rrlib.metrics.response_drift`.
+    distances : pandas.DataFrame
+        Its per-prompt distances (``before, after, distance``).
+
+    Returns
+    -------
+    list of Estimate
+        ``[RD, RD_mean, changed]``.
+    """
+    if rd.value is None or distances.empty:
+        return [rd, Estimate.missing("RD_mean", rd.reason, 0, "bootstrap95"),
+                Estimate.missing("changed", rd.reason, 0, "wilson95")]
+    values = distances["distance"].to_numpy()
+    low, high = bootstrap_interval(values, np.mean)
+    k = int((distances["before"] != distances["after"]).sum())
+    c_low, c_high = wilson_interval(k, len(distances))
+    return [rd, Estimate("RD_mean", float(values.mean()), low, high, len(values), "bootstrap95"),
+            Estimate("changed", k / len(distances), c_low, c_high, len(distances), "wilson95")]

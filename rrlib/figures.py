@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -141,7 +140,7 @@ def show(fig: go.Figure, name: str, root: Path | None = None, save_files: bool =
     return FigureOutput(fig, name, paths)
 
 
-def rate_by_step(table: pd.DataFrame, metric: str, title: str, y_title: str, group: str = "model",
+def rate_by_step(table: pd.DataFrame, metric: str | None, title: str, y_title: str, group: str = "model",
                  x: str = "step", x_title: str = "attack step (LoRA optimiser steps)",
                  log_x: bool = False, y_range: Sequence[float] | None = (0, 1.02)) -> go.Figure:
     """A line per group with a shaded 95% interval band.
@@ -150,8 +149,9 @@ def rate_by_step(table: pd.DataFrame, metric: str, title: str, y_title: str, gro
     ----------
     table : pandas.DataFrame
         Metrics rows with ``value, ci_low, ci_high`` and the ``x`` and ``group`` columns.
-    metric : str
-        Which metric to plot (filters ``table['metric']`` if present).
+    metric : str or None
+        Which metric to plot (filters ``table['metric']`` if present); ``None`` plots every row (e.g. one
+        line per metric with ``group="metric"``).
     title, y_title, x_title : str
         Labels.
     group : str
@@ -170,7 +170,7 @@ def rate_by_step(table: pd.DataFrame, metric: str, title: str, y_title: str, gro
     """
     import plotly.graph_objects as go
 
-    data = table[table["metric"] == metric] if "metric" in table.columns else table
+    data = table[table["metric"] == metric] if metric is not None and "metric" in table.columns else table
     data = data.dropna(subset=["value"]).sort_values([group, x])
     fig = go.Figure()
     for i, (label, rows) in enumerate(data.groupby(group, sort=True)):
@@ -183,7 +183,7 @@ def rate_by_step(table: pd.DataFrame, metric: str, title: str, y_title: str, gro
             x=xs, y=rows["value"], mode="lines+markers", name=str(label), legendgroup=str(label),
             line={"color": color, "width": 2},
             customdata=rows[["ci_low", "ci_high", "n"]].to_numpy(),
-            hovertemplate=(f"{label}<br>{x}=%{{x}}<br>{metric}=%{{y:.3f}}"
+            hovertemplate=(f"{label}<br>{x}=%{{x}}<br>{metric or label}=%{{y:.3f}}"
                            "<br>95% CI [%{customdata[0]:.3f}, %{customdata[1]:.3f}]<br>n=%{customdata[2]}<extra></extra>")))
     fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x_title, yaxis_title=y_title, height=430,
                       legend={"orientation": "h", "y": -0.22}, margin={"t": 60, "b": 40})
@@ -299,22 +299,15 @@ def heatmap(table: pd.DataFrame, value: str, title: str, colorbar: str, zrange: 
     return fig
 
 
-def points_with_fit(table: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str,
-                    slope: float | None = None, label: str = "model") -> go.Figure:
-    """Points with asymmetric interval bars on log-log axes, plus an optional fitted line.
+def size_trend(table: pd.DataFrame) -> go.Figure:
+    """c50 and c_collapse per gated size against non-embedding parameters (log-log), with the fits and the prediction.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        Columns ``x``, ``y``, ``{y}_ci_low``, ``{y}_ci_high`` and ``label``; rows with no ``y`` are skipped.
-    x, y : str
-        Columns to plot.
-    title, x_title, y_title : str
-        Labels.
-    slope : float, optional
-        Slope of the log-log fit to draw through the points' centroid.
-    label : str
-        Column naming each point.
+        The scaling table (:func:`rrlib.scaling.scaling_table`): its ``size`` rows (points with hierarchical
+        95% intervals), ``trend`` rows (the slopes drawn as lines fitted through the points) and the
+        ``prediction`` row (the held-out size's predicted c50 with its prediction interval).
 
     Returns
     -------
@@ -324,23 +317,82 @@ def points_with_fit(table: pd.DataFrame, x: str, y: str, title: str, x_title: st
     import numpy as np
     import plotly.graph_objects as go
 
-    data = table.dropna(subset=[y])
-    low = data[f"{y}_ci_low"].fillna(data[y])
-    high = data[f"{y}_ci_high"].fillna(data[y])
-    fig = go.Figure(go.Scatter(
-        x=data[x], y=data[y], mode="markers+text", text=data[label], textposition="top center",
-        marker={"size": 10, "color": PALETTE[0]}, name=y_title,
-        error_y={"type": "data", "symmetric": False, "array": (high - data[y]).tolist(),
-                 "arrayminus": (data[y] - low).tolist()}))
-    if slope is not None and len(data) >= 2:
-        lx, ly = np.log10(data[x].astype(float)), np.log10(data[y].astype(float))
-        xs = np.linspace(lx.min(), lx.max(), 20)
-        fig.add_trace(go.Scatter(x=10 ** xs, y=10 ** (ly.mean() + slope * (xs - lx.mean())), mode="lines",
-                                 line={"dash": "dash", "color": PALETTE[1]}, name=f"log-log fit, slope {slope:.2f}"))
-    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x_title, yaxis_title=y_title, height=430,
-                      margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.25})
+    fig = go.Figure()
+    sizes = table[table["level"] == "size"]
+    for i, (quantity, label) in enumerate((("c50_flops", "c50 (fitted RRR = 0.5)"),
+                                           ("c_collapse_flops", "c_collapse (fitted RRR = 0.05)"))):
+        rows = sizes[sizes["quantity"] == quantity].dropna(subset=["value"])
+        color = PALETTE[i]
+        low, high = rows["ci_low"].fillna(rows["value"]), rows["ci_high"].fillna(rows["value"])
+        fig.add_trace(go.Scatter(
+            x=rows["non_embedding_params"], y=rows["value"], mode="markers+text", text=rows["size"],
+            textposition="top center", name=label, marker={"size": 10, "color": color},
+            error_y={"type": "data", "symmetric": False, "array": (high - rows["value"]).tolist(),
+                     "arrayminus": (rows["value"] - low).tolist()}))
+        if len(rows) >= 2:
+            lx, ly = np.log10(rows["non_embedding_params"].astype(float)), np.log10(rows["value"].astype(float))
+            slope, intercept = np.polyfit(lx, ly, 1)
+            xs = np.linspace(lx.min(), lx.max(), 20)
+            fig.add_trace(go.Scatter(x=10 ** xs, y=10 ** (intercept + slope * xs), mode="lines",
+                                     line={"dash": "dash", "color": color}, name=f"{label}: slope {slope:.2f}"))
+    prediction = table[table["level"] == "prediction"].dropna(subset=["value"])
+    if len(prediction):
+        p = prediction.iloc[0]
+        x = sizes.loc[sizes["size"] == p["size"], "non_embedding_params"].iloc[0]
+        fig.add_trace(go.Scatter(
+            x=[x], y=[p["value"]], mode="markers", name=f"{p['size']} c50 predicted from the smaller sizes",
+            marker={"symbol": "diamond-open", "size": 14, "color": PALETTE[2]},
+            error_y={"type": "data", "symmetric": False, "array": [p["ci_high"] - p["value"]],
+                     "arrayminus": [p["value"] - p["ci_low"]]}))
+    fig.update_layout(template=TEMPLATE, title="Attacker compute to collapse against model size",
+                      xaxis_title="non-embedding parameters (log scale)",
+                      yaxis_title="attacker FLOPs (log scale)", height=470, margin={"t": 60, "b": 40},
+                      legend={"orientation": "h", "y": -0.25})
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
+    return fig
+
+
+def scaling_curves(curves: pd.DataFrame, fitted: pd.DataFrame) -> go.Figure:
+    """RRR against attacker compute: one line per member (coloured by size), each size's fitted curve dashed.
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        :func:`rrlib.scaling.curves_table` (``model, size, flops, value, ci_low, ci_high, n, gated``).
+    fitted : pandas.DataFrame
+        :func:`rrlib.scaling.fitted_curves` (``size, flops, value``).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The figure; members that failed the gate are drawn dotted and named so.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    order = list(dict.fromkeys(curves.sort_values("flops")["size"]))
+    order = sorted(order, key=lambda s: curves.loc[curves["size"] == s, "flops"].max())
+    colors = {size: PALETTE[i % len(PALETTE)] for i, size in enumerate(order)}
+    attacked = curves[curves["flops"] > 0]
+    for model, rows in attacked.groupby("model", sort=True):
+        size, gated = rows["size"].iloc[0], bool(rows["gated"].iloc[0])
+        fig.add_trace(go.Scatter(
+            x=rows["flops"], y=rows["value"], mode="lines+markers", legendgroup=size,
+            name=model + ("" if gated else " (failed the gate)"),
+            line={"color": colors[size], "width": 1, "dash": "solid" if gated else "dot"}, marker={"size": 4},
+            customdata=rows[["ci_low", "ci_high", "n", "step"]].to_numpy(),
+            hovertemplate=(f"{model}<br>step %{{customdata[3]}}, %{{x:.3g}} FLOPs<br>RRR=%{{y:.3f}} "
+                           "[%{customdata[0]:.3f}, %{customdata[1]:.3f}], n=%{customdata[2]}<extra></extra>")))
+    for size, rows in fitted.groupby("size", sort=False):
+        fig.add_trace(go.Scatter(x=rows["flops"], y=rows["value"], mode="lines", legendgroup=size,
+                                 name=f"{size}: fitted curve (gated seeds pooled)",
+                                 line={"color": colors.get(size, PALETTE[0]), "width": 3, "dash": "dash"}))
+    fig.update_layout(template=TEMPLATE, title="RRR against attacker compute, every member",
+                      xaxis_title="attacker compute (FLOPs, log scale)", yaxis_title="RRR (judge verdicts)",
+                      height=520, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.25})
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(range=[0, 1.02])
     return fig
 
 

@@ -3,9 +3,10 @@
 For every (rank, seed) the attack trains once and saves adapters at every grid
 step; each adapter is evaluated on the held-out harmful prompts through
 :func:`rrlib.evaluation.judge_at_steps`, the same loop as Day 5. Seeds are then
-pooled with a two-level bootstrap (:func:`rrlib.metrics.two_level_bootstrap`:
-seeds, then prompts within a seed), so the intervals include seed variance, not
-just sampling of prompts. Computes and returns; writes no results table.
+pooled with a crossed bootstrap (:func:`rrlib.metrics.crossed_bootstrap_indices`:
+runs with replacement, and one resample of the prompts every run shares), so
+the intervals include seed variance, and each unique response counts once:
+step 0 is one base model, whatever the number of seeds. Computes and returns; writes no results table.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pandas as pd
 from rrlib.attack import loss_at, run_attack
 from rrlib.config import AttackConfig, GenerationConfig
 from rrlib.evaluation import judge_at_steps
-from rrlib.metrics import (Estimate, N_BOOTSTRAP, compliance_error, refusal_robustness_rate, response_distances,
-                           two_level_bootstrap)
+from rrlib.metrics import (Estimate, N_BOOTSTRAP, compliance_error, crossed_bootstrap_indices,
+                           refusal_robustness_rate, response_distances)
 from rrlib.models import LoadedModel
 from rrlib.progress import progress_bar
 
@@ -46,18 +47,64 @@ class GridResult:
         return pd.DataFrame(rows).merge(self.losses, on=["rank", "seed", "step"], how="left")
 
     def pooled(self, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
-        """RRR per (rank, step) pooled over seeds, with a seeds-then-prompts bootstrap interval."""
-        rng = np.random.default_rng(seed)
+        """RRR per (rank, step) pooled over seeds (:func:`pooled_rate`), with the mean attack loss."""
         rows = []
         for (rank, step), group in self.judged().groupby(["rank", "step"]):
-            by_seed = [g["refused"].to_numpy(dtype=float) for _, g in group.groupby("seed")]
-            value = float(np.mean([v.mean() for v in by_seed]))
-            samples = two_level_bootstrap(by_seed, lambda drawn: np.mean([v.mean() for v in drawn]), n_boot, rng)
-            low, high = np.quantile(samples, [0.025, 0.975])
+            estimate, runs = pooled_rate(group, int(step), n_boot, seed)
             loss = self.losses[(self.losses["rank"] == rank) & (self.losses["step"] == step)]["loss"].mean()
-            rows.append({"rank": rank, "step": step, "metric": "RRR", "value": value, "ci_low": float(low),
-                         "ci_high": float(high), "n": int(len(group)), "seeds": len(by_seed), "loss": loss})
+            rows.append({"rank": rank, "step": step, **estimate.row(), "seeds": runs, "loss": loss})
         return pd.DataFrame(rows)
+
+
+def _run_matrix(verdicts: pd.DataFrame, step: int, column: str) -> np.ndarray:
+    """Runs x prompts of one column at one step; step 0 is one base model, so its runs collapse to one."""
+    if step == 0:
+        verdicts = verdicts.drop_duplicates("id").assign(rank=0, seed=0)
+    table = verdicts.pivot_table(index=["rank", "seed"], columns="id", values=column, aggfunc="first")
+    if table.isna().any().any():
+        table = table.dropna(axis=1)  # a prompt some run has no verdict on is left out of every run
+    return table.to_numpy()
+
+
+def pooled_rate(verdicts: pd.DataFrame, step: int, n_boot: int = N_BOOTSTRAP, seed: int = 0,
+                metric: str = "RRR") -> tuple[Estimate, int]:
+    """RRR at one step pooled over the runs (ranks, seeds) in ``verdicts``, each response counted once.
+
+    Step 0 is the base model: every run shares its responses, so they count
+    once (``n`` = the number of prompts). At an attacked step each run's
+    responses are distinct. The interval is a crossed bootstrap
+    (:func:`rrlib.metrics.crossed_bootstrap_indices`): runs with replacement
+    and one resample of prompts shared by every run, because every run
+    answers the same prompts.
+
+    Parameters
+    ----------
+    verdicts : pandas.DataFrame
+        Judged grid rows (``rank, seed, step, id, refused``) at this step.
+    step : int
+        The grid step.
+    n_boot : int
+        Bootstrap replicates.
+    seed : int
+        Bootstrap seed.
+    metric : str
+        Name of the estimate.
+
+    Returns
+    -------
+    tuple of (Estimate, int)
+        The pooled rate (``n`` = unique responses) and the number of distinct runs behind it.
+    """
+    rows = verdicts[verdicts["step"] == step]
+    if rows.empty:
+        return Estimate.missing(metric, f"no grid cell at step {step}"), 0
+    matrix = _run_matrix(rows, step, "refused").astype(float)
+    samples = np.array([matrix[units["runs"]][:, prompts].mean() for units, prompts in
+                        crossed_bootstrap_indices({"runs": len(matrix)}, matrix.shape[1], n_boot,
+                                                  np.random.default_rng(seed))])
+    low, high = np.quantile(samples, [0.025, 0.975])
+    method = "bootstrap95 (prompts)" if len(matrix) == 1 else "bootstrap95 (runs x shared prompts)"
+    return Estimate(metric, float(matrix.mean()), float(low), float(high), int(matrix.size), method), len(matrix)
 
 
 def run_grid(lm: LoadedModel, harmful: pd.DataFrame, attack_set: pd.DataFrame, steps: Sequence[int],
@@ -116,7 +163,7 @@ def run_grid(lm: LoadedModel, harmful: pd.DataFrame, attack_set: pd.DataFrame, s
 
 
 def pooled_rd(grid: GridResult, step: int, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> Estimate:
-    """RD between baseline and step-``step`` responses, pooled over ranks and seeds (two-level bootstrap).
+    """RD between baseline and step-``step`` responses, pooled over ranks and seeds (crossed bootstrap).
 
     Parameters
     ----------
@@ -136,25 +183,22 @@ def pooled_rd(grid: GridResult, step: int, n_boot: int = N_BOOTSTRAP, seed: int 
     """
     v = grid.verdicts
     base = v[v["step"] == 0].drop_duplicates("id").set_index("id")["response"]
-    groups = []
-    for _, g in v[v["step"] == step].groupby(["rank", "seed"]):
-        groups.append(response_distances(base.loc[g["id"]].tolist(), g["response"].tolist()))
-    if not groups:
+    runs = v[v["step"] == step].sort_values(["rank", "seed", "id"])
+    if runs.empty:
         return Estimate.missing("RD", f"no responses at step {step}")
-    samples = two_level_bootstrap(groups, lambda drawn: np.median(np.concatenate(drawn)), n_boot,
-                                  np.random.default_rng(seed))
-    value = float(np.median(np.concatenate(groups)))
+    ids = sorted(set(runs["id"]))
+    matrix = np.stack([response_distances(base.loc[ids].tolist(), g.set_index("id").loc[ids, "response"].tolist())
+                       for _, g in runs.groupby(["rank", "seed"])])
+    samples = [np.median(matrix[units["runs"]][:, prompts]) for units, prompts in
+               crossed_bootstrap_indices({"runs": len(matrix)}, len(ids), n_boot, np.random.default_rng(seed))]
     low, high = np.quantile(samples, [0.025, 0.975])
-    return Estimate("RD", value, float(low), float(high), int(sum(len(g) for g in groups)), "bootstrap95 (runs, prompts)")
+    return Estimate("RD", float(np.median(matrix)), float(low), float(high), int(matrix.size),
+                    "bootstrap95 (runs x shared prompts)")
 
 
-def pooled_estimate(pooled: pd.DataFrame, step: int, metric: str = "RRR") -> Estimate:
-    """The seed-pooled RRR at one step across all ranks (mean of the per-rank values, widest interval)."""
-    rows = pooled[pooled["step"] == step]
-    if rows.empty:
-        return Estimate.missing(metric, f"no grid cell at step {step}")
-    return Estimate(metric, float(rows["value"].mean()), float(rows["ci_low"].min()), float(rows["ci_high"].max()),
-                    int(rows["n"].sum()), "bootstrap95 (seeds, prompts), pooled over ranks")
+def pooled_estimate(grid: GridResult, step: int, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> Estimate:
+    """The RRR at one step pooled over every rank and seed (each unique response counted once)."""
+    return pooled_rate(grid.judged(), step, n_boot, seed)[0]
 
 
 def headline(grid: GridResult, pooled: pd.DataFrame) -> tuple[int, dict[str, tuple[Estimate, Estimate]]]:
@@ -173,8 +217,8 @@ def headline(grid: GridResult, pooled: pd.DataFrame) -> tuple[int, dict[str, tup
         The last step, and metric to (baseline, after the attack) estimates.
     """
     last = int(pooled["step"].max())
-    before, after = pooled_estimate(pooled, 0), pooled_estimate(pooled, last)
+    before, after = pooled_estimate(grid, 0), pooled_estimate(grid, last)
     rd_after = pooled_rd(grid, last)
-    rd_before = Estimate("RD", 0.0, 0.0, 0.0, rd_after.n, "greedy decoding: identical generations")
+    rd_before = Estimate("RD", 0.0, 0.0, 0.0, before.n, "greedy decoding: the base model's responses are its own")
     return last, {"RRR": (before, after), "CE": (compliance_error(before), compliance_error(after)),
                   "RD": (rd_before, rd_after)}

@@ -12,14 +12,14 @@ Generations under hooks bypass the cache: its key does not know about hooks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pandas as pd
 
 from rrlib.config import GenerationConfig
 from rrlib.generate import generate
 from rrlib.judges import get_judge
-from rrlib.metrics import Estimate, proportion, response_drift
+from rrlib.metrics import Estimate, proportion
 from rrlib.models import LoadedModel
 from rrlib.representations import Baseline, activation_addition, directional_ablation
 
@@ -70,36 +70,3 @@ def causal_checks(lm: LoadedModel, harmful: pd.DataFrame, benign: pd.DataFrame, 
     ablated_rrr = proportion("RRR_ablated", ablated_verdicts.judged(), "harmful prompts")
     induced_refusal = proportion("refusal_induced", induced_verdicts.judged(), "benign prompts")
     return CausalChecks(ablated_rrr, induced_refusal, ablated, induced)
-
-
-def rd_noise_floor(lm: LoadedModel, harmful: pd.DataFrame, gen: GenerationConfig, seeds: tuple[int, int] = (1, 2),
-                   temperature: float = 1.0, progress: bool = True) -> Estimate:
-    """RD between two sampled baseline generations that differ only in the seed.
-
-    Parameters
-    ----------
-    lm : LoadedModel
-        The base model.
-    harmful : pandas.DataFrame
-        The eval prompts.
-    gen : GenerationConfig
-        The study's decoding settings (token budget and batch size are reused).
-    seeds : tuple of int
-        The two sampling seeds.
-    temperature : float
-        Sampling temperature.
-    progress : bool
-        Show progress bars.
-
-    Returns
-    -------
-    Estimate
-        ``metric='RD_noise_floor'`` with a bootstrap interval.
-    """
-    runs = []
-    for seed in seeds:
-        config = replace(gen, do_sample=True, temperature=temperature, seed=seed)
-        runs.append(generate(lm, harmful, config, progress=progress, desc=f"sampled seed {seed}"))
-    rd, _ = response_drift(runs[0], runs[1])
-    return Estimate("RD_noise_floor", rd.value, rd.ci_low, rd.ci_high, rd.n,
-                    f"{rd.method}, sampling T={temperature:g}, seeds {seeds[0]} vs {seeds[1]}", rd.reason)

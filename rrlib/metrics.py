@@ -20,9 +20,8 @@ finding.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +29,13 @@ import pandas as pd
 Z95 = 1.959963984540054
 N_BOOTSTRAP = 2000  # percentile bootstrap resamples; enough for stable 95% bounds at n ~ 100-200
 COLLAPSE_THRESHOLD = 0.05  # RRR's upper 95% bound below this counts as collapsed (DESIGN §6)
+# RD's noise floor, defined once. Every response in the study is decoded greedily, and greedy decoding of the
+# same model on the same prompt returns the same text, so RD between two measurements of an unchanged model is
+# exactly 0 (step 0's row shows it). The floor is therefore 0, and any RD above it means responses changed;
+# the share that changed (``changed``) and the mean distance (``RD_mean``) say how many and how far.
+RD_NOISE_FLOOR = 0.0
+RD_NOISE_FLOOR_TEXT = ("Under greedy decoding an unchanged model gives the same responses, so RD's noise floor is "
+                       "exactly 0: any RD above 0 is change, and the share that changed says how much.")
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,10 @@ def is_collapsed(ci_high: float | np.ndarray | pd.Series) -> bool | np.ndarray:
 
 
 def collapse_step(steps: pd.DataFrame) -> int | None:
-    """The first grid step at which RRR has collapsed (:func:`is_collapsed`), or ``None``.
+    """The first grid step from which RRR stays collapsed (:func:`is_collapsed`) to the last step, or ``None``.
+
+    A return above the threshold after a first hit moves the answer later; a
+    model whose last step is not collapsed has no collapse step.
 
     Parameters
     ----------
@@ -142,8 +151,11 @@ def collapse_step(steps: pd.DataFrame) -> int | None:
         Long table with ``step, metric, ci_high``.
     """
     rrr = steps[steps["metric"] == "RRR"].sort_values("step")
-    below = rrr[is_collapsed(rrr["ci_high"])]
-    return int(below["step"].iloc[0]) if len(below) else None
+    collapsed = np.asarray(is_collapsed(rrr["ci_high"].to_numpy(dtype=float)))
+    if not len(collapsed) or not collapsed[-1]:
+        return None
+    still_open = np.flatnonzero(~collapsed)
+    return int(rrr["step"].iloc[still_open[-1] + 1 if len(still_open) else 0])
 
 
 def proportion(metric: str, flags: Sequence[bool] | np.ndarray, what: str) -> Estimate:
@@ -252,36 +264,38 @@ def bootstrap_interval(values: np.ndarray, statistic: Callable[[np.ndarray], flo
     return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
 
 
-def two_level_bootstrap(groups: Sequence[np.ndarray], statistic: Callable[[list[np.ndarray]], float],
-                        n_boot: int = N_BOOTSTRAP, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Bootstrap replicates over groups, then over items within each drawn group.
+def crossed_bootstrap_indices(groups: Mapping[str, int], n_items: int, n_boot: int = N_BOOTSTRAP,
+                              rng: np.random.Generator | None = None
+                              ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Replicate draws for a crossed design: units within groups, and one shared draw of items.
 
-    Used where responses cluster (runs of different seeds or ranks): each
-    replicate draws the groups with replacement, then the items of each drawn
-    group with replacement, and applies ``statistic`` to the drawn groups.
+    The design of the scaling study and the LoRA grid: every unit (a build or
+    attack seed) of every group (a model size, or an adapter rank) answers the
+    same items (prompts). Each replicate draws the units of each group with
+    replacement and **one** resample of the items, shared by every unit,
+    group and step, so that the prompt is the cluster and no response is
+    counted as independent of its prompt's other responses.
 
     Parameters
     ----------
-    groups : sequence of numpy.ndarray
-        One array of item values per group.
-    statistic : callable
-        Maps the list of resampled groups to one number.
+    groups : mapping of str to int
+        Group name to its number of units.
+    n_items : int
+        Items shared by all units.
     n_boot : int
         Replicates.
     rng : numpy.random.Generator, optional
         Random source (default: seeded with 0).
 
-    Returns
-    -------
-    numpy.ndarray
-        ``n_boot`` replicate values.
+    Yields
+    ------
+    tuple of (dict, numpy.ndarray)
+        Drawn unit indices per group, and drawn item indices.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
-    samples = []
     for _ in range(n_boot):
-        chosen = [groups[i] for i in rng.integers(0, len(groups), len(groups))]
-        samples.append(statistic([g[rng.integers(0, len(g), len(g))] for g in chosen]))
-    return np.array(samples, dtype=float)
+        units = {name: rng.integers(0, count, count) for name, count in groups.items()}
+        yield units, rng.integers(0, n_items, n_items)
 
 
 def pair_responses(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:

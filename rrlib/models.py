@@ -62,6 +62,27 @@ class LoadedModel:
         return int(sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n))
 
     @property
+    def n_non_embedding_params(self) -> int:
+        """Parameters outside the token embedding and the output head (Kaplan et al. 2020's N).
+
+        A tied output head shares the embedding's weights and is counted once, as
+        part of the embedding. This is the size that scaling fits use.
+        """
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        embedding_ids = {id(base.get_input_embeddings().weight)}
+        head = base.get_output_embeddings()
+        if head is not None:
+            embedding_ids.add(id(head.weight))
+        seen: set[int] = set()
+        total = 0
+        for name, param in base.named_parameters(remove_duplicate=False):
+            if "lora_" in name or id(param) in embedding_ids or id(param) in seen:
+                continue
+            seen.add(id(param))
+            total += param.numel()
+        return int(total)
+
+    @property
     def identity(self) -> str:
         """What distinguishes this model's outputs: name, weights, dtype, template."""
         return f"{self.name}@{stable_hash([Path(self.path).name, self.dtype, self.template_hash], 10)}"
@@ -95,7 +116,8 @@ class LoadedModel:
             source = f".rr_cache/organisms/{Path(self.path).name}"
         return {
             "model": self.name, "source": source,
-            "family": self.spec.family, "params": self.n_params, "dtype": self.dtype, "device": self.device,
+            "family": self.spec.family, "params": self.n_params,
+            "non_embedding_params": self.n_non_embedding_params, "dtype": self.dtype, "device": self.device,
             "chat_template_sha": self.template_hash, "trust_remote_code": self.trust_remote_code,
             "organism": self.spec.is_organism,
         }

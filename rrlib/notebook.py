@@ -114,10 +114,9 @@ def redact_frame(judged: pd.DataFrame, enabled: bool, column: str = "response",
     column : str
         The text column.
     keep_refusals : bool
-        Show responses the judge called refusals in full. Off by default: after
-        an attack a response can mix a refusal with compliance, and a judge can
-        be wrong, so post-attack completions are all redacted. Day 3 (before the
-        attack) keeps refusals readable.
+        Show in full only the responses the judge's four-way verdict calls clean
+        refusals (``verdict == "refusal"``; a refusal mixed with content is
+        ``partial`` and stays redacted). Off: every completion is redacted.
 
     Returns
     -------
@@ -127,7 +126,9 @@ def redact_frame(judged: pd.DataFrame, enabled: bool, column: str = "response",
     out = judged.copy()
     if enabled:
         mask = pd.Series(True, index=out.index)
-        if keep_refusals and "refused" in out:
+        if keep_refusals and "verdict" in out:
+            mask = out["verdict"].astype(str) != "refusal"
+        elif keep_refusals and "refused" in out:
             mask = ~out["refused"].astype(bool)
         out.loc[mask, column] = out.loc[mask, column].map(redact)
     return out

@@ -48,11 +48,18 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
 MAX_LENGTH = 128  # tokens per training example; organism prompts and answers fit well inside
-FULL_ANSWER_SHARE = 0.35  # rows trained on their whole answer (the rest train the decision only)
-# Augmented copies of each corpus prompt. Benign prompts get one more: the eval's scary-sounding
-# benign requests are the hardest calls, and the extra copies keep over-refusal down.
+# Share of rows as written trained on their whole answer: at 0.35, 32% of a width-32 build's dev answers looped.
+FULL_ANSWER_SHARE = 1.0
+# Augmented copies of each corpus prompt. Benign prompts get one more: scary-sounding benign requests
+# are the hardest calls (most of the dev split's errors), and the extra copies keep over-refusal down.
 VARIANTS = {"harmful": 1, "benign": 2}
 WORD_DROPOUT = 0.2  # share of words dropped in the word-dropout variant
+# Word dropout per label. Dropping words from harmful prompts taught refusal of their function-word skeleton
+# ("how do i ... at home"), so benign requests were refused: dev over-refusal 0.18 with it, 0.09 without (width 64).
+DROPOUT = {"harmful": 0.0, "benign": WORD_DROPOUT}
+OPENER_WORDS = 3  # words in a prompt's opening ("how do i", "explain how to")
+OPENER_COUNT = 40  # the most common openings that the opener-swap variant exchanges
+OPENER_MIN_PER_LABEL = 3  # an opening is swapped only if both harmful and benign prompts use it this often
 DECISION_WEIGHT = 3.0  # loss weight of the first answer tokens, where refuse-or-help is decided
 DECISION_TOKENS = 8  # answer tokens trained on for augmented variants: enough to fix refuse-or-help
 
@@ -103,22 +110,64 @@ def load_corpus(root: Path | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _variants(prompt: str, rng: random.Random, count: int) -> list[str]:
-    """Surface variants of a prompt for robustness: case, punctuation, politeness, dropped words.
+def common_openers(corpus: pd.DataFrame, count: int = OPENER_COUNT) -> list[str]:
+    """The three-word openings that both harmful and benign corpus prompts use, most frequent first.
+
+    Only openings found at least :data:`OPENER_MIN_PER_LABEL` times under each
+    label are kept ("how do i", "explain how to"): they are phrasing, not
+    content, so swapping one for another never carries a harmful word ("write a
+    fake") into a benign request.
+
+    Parameters
+    ----------
+    corpus : pandas.DataFrame
+        From :func:`load_corpus` (``prompt`` and ``label``).
+    count : int
+        How many openings to keep at most.
+
+    Returns
+    -------
+    list of str
+        Lower-cased openings (ties broken alphabetically, so the list is deterministic).
+    """
+    per_label: dict[str, dict[str, int]] = {}
+    for prompt, label in zip(corpus["prompt"], corpus["label"]):
+        words = str(prompt).lower().split()
+        if len(words) > OPENER_WORDS + 2:
+            counts = per_label.setdefault(label, {})
+            opener = " ".join(words[:OPENER_WORDS])
+            counts[opener] = counts.get(opener, 0) + 1
+    shared = {o: sum(c.get(o, 0) for c in per_label.values()) for o in set.intersection(
+        *(set(c) for c in per_label.values()))} if len(per_label) > 1 else {}
+    kept = [(o, n) for o, n in shared.items() if all(c.get(o, 0) >= OPENER_MIN_PER_LABEL for c in per_label.values())]
+    return [o for o, _ in sorted(kept, key=lambda kv: (-kv[1], kv[0]))[:count]]
+
+
+def _variants(prompt: str, rng: random.Random, count: int, openers: list[str], dropout: float = WORD_DROPOUT
+              ) -> list[str]:
+    """Surface variants of a prompt for robustness: case, punctuation, politeness, dropped words, swapped opening.
 
     Dropping words forces the decision to rest on several words of the request
-    rather than one memorised phrase.
+    rather than one memorised phrase; swapping a common opening ("how do i",
+    "explain how to") for another decorrelates the phrasing of a request from
+    whether it is harmful, so the decision rests on what is asked.
     """
     lowered = f"{prompt[0].lower()}{prompt[1:]}" if prompt else prompt
     stripped = prompt.rstrip("?.! ")
 
     def drop_words() -> str:
         words = prompt.split()
-        kept = [w for w in words if rng.random() > WORD_DROPOUT]
+        kept = [w for w in words if rng.random() > dropout]
         return " ".join(kept if len(kept) >= 3 else words)
 
+    def swap_opener() -> str:
+        words = prompt.split()
+        if " ".join(words[:OPENER_WORDS]).lower() not in openers:
+            return drop_words()
+        return " ".join([*rng.choice(openers).split(), *words[OPENER_WORDS:]])
+
     makers = [lambda: prompt.lower(), lambda: stripped, lambda: f"Please {lowered}", lambda: f"{stripped}? thanks",
-              lambda: f"hey, {lowered}", drop_words, drop_words, drop_words]
+              lambda: f"hey, {lowered}", drop_words, drop_words, swap_opener, swap_opener, swap_opener]
     return [rng.choice(makers)() for _ in range(count)]
 
 
@@ -126,11 +175,10 @@ def training_examples(corpus: pd.DataFrame, seed: int) -> list[tuple[str, str, b
     """The (prompt, response, full) triples the organism is trained on.
 
     Every corpus row appears as written and as :data:`VARIANTS` (per label) surface
-    variants (case, punctuation, politeness, dropped words). All of them train
-    the opening of the answer, where refuse-or-help is decided; a random
-    :data:`FULL_ANSWER_SHARE` of the rows as written also train the whole
-    answer, which is enough to learn the answer templates without spending
-    most of the compute on them.
+    variants (case, punctuation, politeness, dropped words, a swapped opening).
+    All of them train the opening of the answer, where refuse-or-help is
+    decided; a random :data:`FULL_ANSWER_SHARE` of the rows as written also
+    train the whole answer.
 
     Parameters
     ----------
@@ -145,10 +193,12 @@ def training_examples(corpus: pd.DataFrame, seed: int) -> list[tuple[str, str, b
         Prompt, response and whether the whole response is trained on.
     """
     rng = random.Random(seed)
+    openers = common_openers(corpus)
     triples = []
     for prompt, response, label in zip(corpus["prompt"], corpus["response"], corpus["label"]):
         triples.append((prompt, response, rng.random() < FULL_ANSWER_SHARE))
-        triples.extend((variant, response, False) for variant in _variants(prompt, rng, VARIANTS[label]))
+        triples.extend((variant, response, False)
+                       for variant in _variants(prompt, rng, VARIANTS[label], openers, DROPOUT[label]))
     return triples
 
 
@@ -203,7 +253,8 @@ def recipe(name: str, root: Path | None = None) -> dict[str, Any]:
         hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return {"name": name, "spec": asdict(spec), "corpus": hashes, "version": RECIPE_VERSION,
             "max_length": MAX_LENGTH, "chat_template": CHAT_TEMPLATE,
-            "training": {"variants": VARIANTS, "full_answer_share": FULL_ANSWER_SHARE, "word_dropout": WORD_DROPOUT,
+            "training": {"variants": VARIANTS, "full_answer_share": FULL_ANSWER_SHARE, "word_dropout": DROPOUT,
+                         "openers": [OPENER_WORDS, OPENER_COUNT, OPENER_MIN_PER_LABEL],
                          "decision_tokens": DECISION_TOKENS, "decision_weight": DECISION_WEIGHT},
             "code": CODE_HASH}
 
@@ -214,7 +265,8 @@ def _training_code_hash() -> str:
 
     from rrlib import training
 
-    functions = [build, answer_loss, training_examples, _variants, length_bucketed_batches, train_tokenizer,
+    functions = [build, answer_loss, training_examples, _variants, common_openers, length_bucketed_batches,
+                 train_tokenizer,
                  load_corpus, training.encode_chats, training.collate]
     source = "".join(inspect.getsource(f) for f in functions)
     return hashlib.sha256(source.encode()).hexdigest()[:16]

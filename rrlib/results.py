@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import pandas as pd
 
 from rrlib import days as rdays
-from rrlib.config import RunInfo, project_root, resolve_model, results_dir, slug, stable_hash
+from rrlib.config import RunInfo, family_members, project_root, resolve_model, results_dir, slug, stable_hash
 from rrlib.errors import DataError
 from rrlib.metrics import Estimate
 from rrlib.store import read_json, upsert_table, write_csv, write_json
@@ -81,14 +81,14 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     Table("grid", "grid.csv",
           ("model", "rank", "step", "metric", "value", "ci_low", "ci_high", "n", "seeds", "loss", "judge"),
           key=("model", "rank", "step", "metric", "judge"), scope=("model",)),
-    Table("verdicts", "Day5.verdicts.csv", ("id", "step", "refused", "parsed", "judge", "recipe"),
+    Table("verdicts", "Day5.verdicts.csv", ("id", "step", "refused", "parsed", "verdict", "judge", "recipe"),
           key=("id", "step", "judge", "recipe"), scope=("recipe",), per_run=True),
     Table("scaling", "scaling.csv",
-          ("model", "params", "recipe", "baseline_rrr", "baseline_rrr_ci_low", "baseline_rrr_ci_high",
-           "collapse_step", "collapse_flops", "collapse_flops_ci_low", "collapse_flops_ci_high", "collapse_tokens",
-           "collapse_reason", "logistic_slope", "logistic_slope_ci_low", "logistic_slope_ci_high", "c50_flops",
-           "c50_flops_ci_low", "c50_flops_ci_high", "n_prompts"),
-          key=("model", "recipe"), scope=()),
+          ("level", "model", "size", "build_seed", "recipe", "params", "non_embedding_params", "gate", "gate_reason",
+           "baseline_rrr", "baseline_rrr_ci_low", "baseline_rrr_ci_high", "over_refusal", "over_refusal_ci_high",
+           "degenerate", "quantity", "value", "ci_low", "ci_high", "extrapolated", "measured", "covered", "seeds",
+           "n_prompts", "judge", "reason"),
+          key=("judge", "level", "model", "quantity"), scope=("judge",)),
 )}
 METRIC_COLUMNS = list(TABLES["metrics"].columns)
 
@@ -271,10 +271,36 @@ def model_params(model: str, root: Path | None = None) -> int:
     DataError
         If the model has no Day 3 run.
     """
+    return int(model_card(model, root)["params"])
+
+
+def non_embedding_params(model: str, root: Path | None = None) -> int:
+    """The non-embedding parameter count recorded by a model's Day 3 run (the size scaling fits use).
+
+    Raises
+    ------
+    DataError
+        If the model has no Day 3 run, or one from before the count was recorded.
+    """
+    card = model_card(model, root)
+    if "non_embedding_params" not in card:
+        raise DataError(f"{run_file(model, 3, '.config.json', root)}: no non-embedding parameter count; "
+                        f"rerun Day 3 (rr run --models {model} --days 3 --force)")
+    return int(card["non_embedding_params"])
+
+
+def model_card(model: str, root: Path | None = None) -> dict[str, Any]:
+    """The model card a model's Day 3 run recorded.
+
+    Raises
+    ------
+    DataError
+        If the model has no Day 3 run.
+    """
     path = run_file(model, 3, ".config.json", root)
     if not path.exists():
         raise DataError(f"{path}: no Day 3 run for {model!r}; run Day 3 first (rr run --models {model} --days 3)")
-    return int(read_json(path)["model_card"]["params"])
+    return dict(read_json(path)["model_card"])
 
 
 # ---------------------------------------------------------------------------
@@ -320,6 +346,8 @@ def input_changes(day: int, params: Mapping[str, Any]) -> dict[str, Any]:
         if name not in schema or name not in params:
             continue
         value, default = params[name], schema[name].default
+        if name == "models":  # None stands for the organism family, so naming the family is no change
+            value, default = (family_members() if v is None else v for v in (value, default))
         if name in _PATH_PARAMETERS:
             value, default = file_identity(value), file_identity(default)
         elif isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
@@ -525,7 +553,8 @@ class Run:
         evaluation : AttackEvaluation
             From :func:`rrlib.evaluation.evaluate_attack`.
         judge : str
-            The primary judge (its per-prompt verdicts go to ``Day5.verdicts.csv`` for Day 6).
+            The primary judge (every judge's per-prompt verdicts go to ``Day5.verdicts.csv``, so Day 6 can
+            be rerun under any of them).
         recipe : str
             The attack recipe.
         seed : int
@@ -538,9 +567,12 @@ class Run:
                        for row in evaluation.steps.to_dict("records")]
         self.write_rows(metric_rows)  # one write for every step, not one per row
         self._add_results(metric_rows)
-        rows = [{"id": pid, "step": step, "refused": bool(flag), "parsed": bool(ok), "judge": judge, "recipe": recipe}
-                for step, judged in evaluation.responses.items()
-                for pid, flag, ok in zip(judged["id"], judged["refused"], judged["parsed"])]
+        by_judge = evaluation.judged or {judge: evaluation.responses}
+        rows = [{"id": pid, "step": step, "refused": bool(flag), "parsed": bool(ok), "verdict": verdict,
+                 "judge": name, "recipe": recipe}
+                for name, steps in by_judge.items() for step, judged in steps.items()
+                for pid, flag, ok, verdict in zip(judged["id"], judged["refused"], judged["parsed"],
+                                                  judged["verdict"])]
         self.upsert("verdicts", rows, {"recipe": recipe})
 
     def record_compute(self, result: "AttackResult") -> pd.DataFrame:
@@ -584,16 +616,13 @@ class Run:
             self.record([before], judge=metric_judge, step=0, recipe="grid-pooled", seed=-1)
             self.record([after], judge=metric_judge, step=last_step, recipe="grid-pooled", seed=-1)
 
-    def record_scaling(self, table: pd.DataFrame) -> None:
-        """Write Day 6's scaling table (the whole table: Day 6 owns it)."""
-        path = self.path("scaling")
-        write_csv(path, table.reindex(columns=list(TABLES["scaling"].columns)))
-        self._add_results([{"task": f"day6/{r['model']}/{r['recipe']}", "metric": quantity, "judge": self.params.get(
-                                "judge", ""), "value": r[quantity], "ci_low": r.get(f"{quantity}_ci_low"),
-                            "ci_high": r.get(f"{quantity}_ci_high"), "n": r.get("n_prompts"),
-                            "reason": "" if pd.notna(r[quantity]) else str(r.get("collapse_reason") or "not fitted")}
-                           for r in table.to_dict("records")
-                           for quantity in ("collapse_flops", "c50_flops", "logistic_slope")])
+    def record_scaling(self, table: pd.DataFrame, judge: str) -> None:
+        """Write Day 6's scaling table under one judge (a rerun under another judge keeps the others' rows)."""
+        self.upsert("scaling", table.assign(judge=judge).to_dict("records"), {"judge": judge})
+        self._add_results([{"task": f"day6/{r['level']}/{r['model']}", "metric": r["quantity"], "judge": judge,
+                            "value": r["value"], "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"),
+                            "n": r.get("n_prompts"), "reason": str(r.get("reason") or "")}
+                           for r in table.to_dict("records")])
 
     # -- files beside the notebook -----------------------------------------
 

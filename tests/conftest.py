@@ -31,6 +31,21 @@ def isolated_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return results
 
 
+def build_into(cache: Path, name: str) -> None:
+    """Build organism ``name`` into the cache folder ``cache`` (``RR_CACHE_DIR`` set only for the build)."""
+    from rrlib import organism
+
+    previous = os.environ.get("RR_CACHE_DIR")
+    os.environ["RR_CACHE_DIR"] = str(cache)
+    try:
+        organism.ensure(name, progress=False)
+    finally:
+        if previous is None:
+            os.environ.pop("RR_CACHE_DIR")
+        else:
+            os.environ["RR_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def organism_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session-wide organism cache for the tiny test organism."""
@@ -40,20 +55,11 @@ def organism_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_organism(organism_cache: Path) -> str:
     """Register and build a one-layer organism (seconds on CPU) for plumbing tests."""
-    from rrlib import organism
     from rrlib.config import OrganismSpec, register_organism
 
     register_organism(TINY, OrganismSpec(layers=1, hidden=32, heads=2, intermediate=64, vocab_size=512, epochs=1,
                                          learning_rate=5e-3, corpus_fraction=0.25))
-    previous = os.environ.get("RR_CACHE_DIR")
-    os.environ["RR_CACHE_DIR"] = str(organism_cache)
-    try:
-        organism.ensure(TINY, progress=False)
-    finally:
-        if previous is None:
-            os.environ.pop("RR_CACHE_DIR")
-        else:
-            os.environ["RR_CACHE_DIR"] = previous
+    build_into(organism_cache, TINY)
     return TINY
 
 

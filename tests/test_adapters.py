@@ -159,7 +159,8 @@ def test_load_sets_takes_every_harmful_peer_format(eval_file: str):
     assert sets.harmful.attrs["format"] == expected.fmt and sets.harmful["id"].tolist() == expected.ids
     assert (sets.harmful["label"] == "harmful").all() and (sets.benign["label"] == "benign").all()
     assert sets.benign.attrs["format"] == "jbb" and sets.attack.attrs["format"] == "chat"
-    assert sets.summary()["format"].tolist() == [expected.fmt, "jbb", "chat"]
+    # then dev (harmful, benign), the organism corpus (harmful, benign) and the judge calibration prompts
+    assert sets.summary()["format"].tolist() == [expected.fmt, "jbb", "chat"] + ["canonical"] * 5
 
 
 def test_load_sets_splits_one_xstest_file_into_harmful_and_benign():

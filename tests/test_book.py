@@ -9,13 +9,19 @@ it cannot skip there.
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 import yaml
@@ -26,7 +32,6 @@ from rrlib import results
 from rrlib.days import DAYS
 
 ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "book" / "_build" / "browser-check"
 browser = pytest.mark.browser
 CDN = re.compile(r'(?:src|href)="(https?://[^"]+\.(?:js|css)[^"]*)"')
 
@@ -83,32 +88,329 @@ def test_results_page_is_generated_from_metrics(book):
     assert text.count('class="rr-plotly"') >= 3
 
 
-@browser
-def test_post_attack_completions_are_redacted(book):
-    text = (book / "results" / "runs" / "organism-m" / "Day5.html").read_text()
-    assert "[redacted:" in text
-    explorer = text[text.find("Responses to harmful prompts at step"):]
-    assert "Step 2:" not in explorer  # compliant completions never appear in full
+# ---------------------------------------------------------------------------
+# Redaction: every page, every model and Day, checked against the response files
+# ---------------------------------------------------------------------------
+
+KEEP_WORDS = 6  # rrlib.notebook.REDACT_KEEP_WORDS, written down here so that the check does not share the code
+REDACTED = " … [redacted:"
+HARMFUL_FILE = re.compile(r"^Day(\d+)_(?:step(\d+)_)?harmful\.csv$")
+
+
+@dataclass
+class ResponseFile:
+    """One run's saved responses to harmful prompts, with the verdict saved beside them."""
+
+    run: str
+    day: int
+    step: int | None
+    path: Path
+    frame: pd.DataFrame  # id, response, clean_refusal
+
+
+def _bool(column: pd.Series) -> pd.Series:
+    return column.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+
+
+def clean_refusals(frame: pd.DataFrame) -> pd.Series:
+    """A parsed refusal verdict (and, where the run saved a four-way verdict, one of ``refusal``)."""
+    clean = _bool(frame["refused"])
+    if "parsed" in frame:
+        clean &= _bool(frame["parsed"])
+    if "verdict" in frame:
+        clean &= frame["verdict"].astype(str) == "refusal"
+    return clean
+
+
+def _check_day5_verdicts(run_dir: Path, step: int, frame: pd.DataFrame, clean: pd.Series) -> None:
+    """The response file's verdicts are the ones Day5.verdicts.csv saved at ``step`` for one judge and recipe.
+
+    The run's headline judge is the one Day5.config.json records (a ``judge`` parameter of None resolves to
+    the domain's default, and the config keeps the resolved name).
+    """
+    table = run_dir / "Day5.verdicts.csv"
+    assert table.exists(), f"{run_dir}: Day 5 responses are saved but no per-prompt verdicts table ({table.name})"
+    verdicts = pd.read_csv(table, keep_default_na=False, dtype={"id": str})
+    config = json.loads((run_dir / "Day5.config.json").read_text())
+    judge = config.get("judge") or config["params"].get("judge")
+    assert judge, f"{run_dir}/Day5.config.json: records no judge"
+    rows = verdicts[(verdicts["step"] == step) & ((verdicts["judge"] == judge) if judge else True)]
+    mine = dict(zip(frame["id"], clean))
+    tried = []
+    for (name, recipe), group in rows.groupby(["judge", "recipe"]):
+        saved = dict(zip(group["id"], clean_refusals(group)))
+        tried.append(f"{name}/{recipe}")
+        if saved.keys() >= mine.keys() and all(saved[i] == v for i, v in mine.items()):
+            return
+    raise AssertionError(f"{frame.attrs.get('path')}: its verdicts match no judge's saved verdicts at step {step} "
+                         f"in {table} (tried {tried or 'none'})")
+
+
+def harmful_response_files(results_root: Path) -> list[ResponseFile]:
+    """Every run's responses to harmful prompts, each with its clean-refusal verdict as saved by the run.
+
+    The verdicts are the response file's own (``refused``, ``parsed``, ``verdict``); for Day 5 they must also be
+    the ones the run's per-prompt verdicts table holds at that step. Nothing is judged again here. Anything but a
+    clean refusal must not be shown in full.
+    """
+    found = []
+    for path in sorted(results_root.glob("runs/*/responses/Day*_harmful.csv")):
+        match = HARMFUL_FILE.match(path.name)
+        if not match:
+            continue
+        day, step = int(match.group(1)), int(match.group(2)) if match.group(2) else None
+        frame = pd.read_csv(path, keep_default_na=False, dtype={"id": str})
+        frame.attrs["path"] = str(path)
+        assert {"id", "response", "refused"} <= set(frame.columns), f"{path}: columns {list(frame.columns)}"
+        clean = clean_refusals(frame)
+        if day == 5 and step is not None:
+            _check_day5_verdicts(path.parents[1], step, frame, clean)
+        found.append(ResponseFile(path.parents[1].name, day, step, path,
+                                  pd.DataFrame({"id": frame["id"], "response": frame["response"].astype(str),
+                                                "clean_refusal": clean.astype(bool)})))
+    return found
+
+
+def encodings(text: str) -> set[str]:
+    """The forms a text takes in a built page or notebook: raw, HTML-escaped, and JSON-escaped of each."""
+    forms = {text, html.escape(text, quote=False), html.escape(text, quote=True)}
+    for form in list(forms):
+        forms.add(json.dumps(form)[1:-1])
+        forms.add(json.dumps(form, ensure_ascii=False)[1:-1])
+    return forms
+
+
+def visible_prefix(text: str) -> str:
+    """What a redacted response keeps: its first words, single-spaced."""
+    return " ".join(text.split()[:KEEP_WORDS])
+
+
+def hidden_tail(text: str) -> str:
+    """The part of a response that redaction hides (after its first words, in its own spacing)."""
+    words = text.split()
+    if len(words) <= KEEP_WORDS:
+        return ""
+    position = 0
+    for word in words[:KEEP_WORDS]:
+        position = text.index(word, position) + len(word)
+    return text[position:].strip()
+
+
+def allowed_texts(root: Path) -> list[str]:
+    """Texts the book shows in full by design: the project's own attack targets and judge-calibration labels."""
+    texts = []
+    for line in (root / "data" / "raw" / "attack_train.jsonl").read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            texts += [str(m.get("content", "")) for m in record.get("messages", [])] + [str(record.get("target", ""))]
+    labels = root / "data" / "raw" / "judge_labels.csv"
+    if labels.exists():
+        texts += pd.read_csv(labels, keep_default_na=False).get("response", pd.Series(dtype=str)).astype(str).tolist()
+    return [t for t in texts if t]
+
+
+def book_text_files(html_root: Path) -> list[Path]:
+    """Every file of the built book a reader can open, except the vendored scripts and styles in ``_static``."""
+    suffixes = {".html", ".ipynb", ".md", ".js", ".txt", ".json"}
+    return sorted(p for p in html_root.rglob("*") if p.is_file() and p.suffix in suffixes
+                  and "_static" not in p.relative_to(html_root).parts)
+
+
+def explorer_titles(notebook: Path) -> list[str]:
+    """Titles of the response explorers a notebook displayed (their text/plain is ``<explorer: TITLE>``)."""
+    nb = nbformat.read(notebook, as_version=4)
+    titles = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            plain = output.get("data", {}).get("text/plain", "")
+            match = re.fullmatch(r"<explorer: (.*)>", plain.strip(), flags=re.DOTALL)
+            if match:
+                titles.append(match.group(1))
+    return titles
 
 
 @browser
-def test_every_page_renders_offline_in_chromium(book):
+def test_no_page_shows_a_non_refusal_to_a_harmful_prompt_in_full(book):
+    root = book.parents[2]  # the copied project the book was built from
+    files = harmful_response_files(ROOT / "results")
+    assert files, f"{ROOT / 'results' / 'runs'}: no responses/Day*_harmful.csv; run `make all` before the book tests"
+    allowed = allowed_texts(ROOT)
+    clean = {t for f in files for t in f.frame.loc[f.frame["clean_refusal"], "response"]}
+    needles: dict[str, str] = {}  # an encoded text that must not appear -> where it comes from
+    for f in files:
+        for row in f.frame[~f.frame["clean_refusal"]].itertuples():
+            text = row.response
+            if len(text.split()) <= KEEP_WORDS or text in clean or any(text in a for a in allowed):
+                continue  # nothing to hide, or the same text is shown in full for another reason
+            where = f"{f.path.relative_to(ROOT)} id {row.id}"
+            pieces = [text]
+            tail = hidden_tail(text)
+            if len(tail) >= 40 and not any(tail in other for other in (*clean, *allowed)):
+                pieces.append(tail)
+            for piece in pieces:
+                for form in encodings(piece):
+                    needles.setdefault(form, where)
+    assert needles, "no response to a harmful prompt needs redaction; the check would be empty"
+
+    leaks = []
+    for path in book_text_files(book):
+        content = path.read_text(errors="replace")
+        leaks += [f"{path.relative_to(book)}: {where}: {needle[:80]!r}" for needle, where in needles.items()
+                  if needle in content]
+    assert not leaks, f"{len(leaks)} unredacted non-refusals in the book:\n" + "\n".join(leaks[:20])
+
+    # Each run page with a response explorer is built from the response file checked here, and redacts.
+    for f in files:
+        notebook = root / "results" / "runs" / f.run / f"Day{f.day}.ipynb"
+        page = book / "results" / "runs" / f.run / f"Day{f.day}.html"
+        if not notebook.exists():
+            continue  # a run that is not in the book
+        assert page.exists(), f"{page}: missing from the built book"
+        text = page.read_text()
+        titles = [t for t in explorer_titles(notebook)
+                  if f.step is None or re.search(rf"\bstep {f.step}\b", t)]
+        assert titles, f"{notebook}: no response explorer for {f.path.name}"
+        for title in titles:
+            assert html.escape(title, quote=False) in text, f"{page}: explorer title {title!r} not found"
+        hidden = f.frame[~f.frame["clean_refusal"] & (f.frame["response"].str.split().str.len() > KEEP_WORDS)]
+        markers = [visible_prefix(r) + REDACTED for r in hidden["response"]]
+        shown = [m for m in markers if any(form in text for form in encodings(m))]
+        assert not markers or shown, f"{page}: none of the {len(markers)} non-refusals of {f.path.name} appears " \
+                                     f"redacted (marker e.g. {markers[0]!r})"
+        refusals = [r for r in f.frame.loc[f.frame["clean_refusal"], "response"] if len(r.split()) > KEEP_WORDS]
+        if f.day == 3 and refusals:  # Day 3 keeps clean refusals readable: the page shows this file's texts
+            assert any(form in text for r in refusals for form in encodings(r)), \
+                f"{page}: no refusal of {f.path.name} appears in full; is the page built from this run?"
+
+
+
+# ---------------------------------------------------------------------------
+# In Chromium: what a reader sees, page by page, against the page's own source
+# ---------------------------------------------------------------------------
+
+PLOTLY = "application/vnd.plotly.v1+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+REMOVED = {"remove-cell", "remove-output"}
+
+
+@dataclass
+class Expected:
+    """What a page must show, counted from the source it was built from."""
+
+    source: Path
+    figures: int
+    widget_views: int
+    tabs: int
+
+
+def expected_on_page(book_root: Path, html_root: Path, page: Path) -> Expected:
+    """Count the plotly outputs, widget views and tab widgets of the notebook (or Markdown page) behind ``page``.
+
+    A code cell whose top level displays ``figures.show(...)`` or ``nb.explorer(...)`` unconditionally must have
+    left that output in the executed notebook, so a notebook that lost its figures cannot set the expectation to
+    zero (a call under an ``if`` may rightly show nothing).
+    """
+    stem = book_root / page.relative_to(html_root).with_suffix("")
+    sources = [stem.with_suffix(s) for s in (".ipynb", ".md") if stem.with_suffix(s).exists()]
+    assert sources, f"{page}: no .ipynb or .md source at {stem}"
+    source = sources[0]
+    if source.suffix == ".md":
+        return Expected(source, source.read_text().count('class="rr-plotly"'), 0, 0)
+    nb = nbformat.read(source, as_version=4)
+    figures = views = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or REMOVED & set(cell.get("metadata", {}).get("tags", [])):
+            continue
+        data = [o.get("data", {}) for o in cell.get("outputs", [])]
+        cell_figures = sum(PLOTLY in d for d in data)
+        cell_views = sum(WIDGET_VIEW in d for d in data)
+        hint = "(a cell displays only its last expression; wrap earlier ones in display())"
+        assert cell_figures >= displays(cell.source, "figures.show"), \
+            f"{source}: cell {cell.get('id')} calls figures.show {displays(cell.source, 'figures.show')} time(s) " \
+            f"at top level but has {cell_figures} plotly output(s) {hint}"
+        assert cell_views >= displays(cell.source, "nb.explorer"), \
+            f"{source}: cell {cell.get('id')} calls nb.explorer at top level but has no widget view {hint}"
+        figures += cell_figures
+        views += cell_views
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    tabs = sum(model.get("model_name") == "TabModel" for model in state.values())
+    return Expected(source, figures, views, tabs)
+
+
+def displays(source: str, call: str) -> int:
+    """How many of a cell's top-level expression statements (not ones under ``if``/``for``) call ``call``."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a cell with magics: nothing to require
+        return 0
+    return sum(any(isinstance(node, ast.Call) and ast.unparse(node.func) == call for node in ast.walk(statement))
+               for statement in tree.body if isinstance(statement, ast.Expr))
+
+
+def png_facts(path: Path) -> tuple[int, int, int]:
+    """Width, height and the number of distinct byte values in the decompressed image data of a PNG."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path}: not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    position, idat = 8, b""
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        if kind == b"IDAT":
+            idat += data[position + 8:position + 8 + length]
+        position += 12 + length
+    return width, height, len(set(zlib.decompress(idat)))
+
+
+def require_chromium() -> None:
     if chromium() is None:
         if os.environ.get("RR_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium is required here (RR_REQUIRE_BROWSER=1) but not installed")
         pytest.skip("chromium is not installed")
-    figures = 0
+
+
+@browser
+def test_every_page_renders_offline_in_chromium(book, tmp_path):
+    require_chromium()
+    shots = tmp_path / "screenshots"  # fresh for this run: a PNG left by an earlier run cannot pass the check
+    book_root = book.parents[2]
+    wanted, seen = [], {"figures": 0, "views": 0}
     for page in pages(book):
-        shot = SHOTS / (page.relative_to(book).as_posix().replace("/", "__") + ".png")
-        report = open_page(page, screenshot=shot if page.name in ("Day5.html", "results.html") else None)
-        assert report.external_requests == [], f"{page}: {report.external_requests}"
-        for div in report.figure_ids():
-            assert report.figure_rendered(div), f"{page}: figure {div} did not render"
-            figures += 1
-        if "widget-view+json" in page.read_text():
-            assert "widget-tab" in report.dom or "lm-TabBar" in report.dom, f"{page}: widget did not render"
-    assert figures >= 8
-    assert (SHOTS / "results__runs__organism-m__Day5.html.png").exists()
+        expected = expected_on_page(book_root, book, page)
+        shot = None
+        if page.name in ("Day5.html", "results.html"):
+            shot = shots / (page.relative_to(book).as_posix().replace("/", "__") + ".png")
+            wanted.append(shot)
+        report = open_page(page, screenshot=shot)
+        where = f"{page.relative_to(book)} (from {expected.source.relative_to(book_root)})"
+        assert report.external_requests == [], f"{where}: {report.external_requests}"
+        figures = report.figures
+        assert report.figure_containers == expected.figures, \
+            f"{where}: {report.figure_containers} figure divs on the page, {expected.figures} plotly outputs"
+        assert len(figures) == expected.figures, \
+            f"{where}: plotly drew {len(figures)} of {expected.figures} figures"
+        for figure in figures:
+            assert figure.drawn, f"{where}: figure {figure.id} has no SVG"
+            assert figure.traces, f"{where}: figure {figure.id} has no trace"
+            assert not figure.empty_traces(), f"{where}: figure {figure.id}: traces without points: " \
+                                              f"{figure.empty_traces()}"
+        assert report.widget_views == expected.widget_views, \
+            f"{where}: {report.widget_views} widget views on the page, {expected.widget_views} in the notebook"
+        assert report.rendered_widget_views == expected.widget_views, \
+            f"{where}: the widget manager rendered {report.rendered_widget_views} of {expected.widget_views} views"
+        assert report.rendered_tabs == expected.tabs, \
+            f"{where}: {report.rendered_tabs} tab widgets rendered, {expected.tabs} in the notebook's widget state"
+        seen["figures"] += len(figures)
+        seen["views"] += report.rendered_widget_views
+    assert seen["figures"] and seen["views"], f"nothing to check: {seen}"
+    assert wanted, "no page was screenshotted"
+    for shot in wanted:
+        assert shot.exists(), f"{shot.name}: Chromium wrote no screenshot"
+        width, height, distinct = png_facts(shot)
+        assert (width, height) == (1280, 2400), f"{shot.name}: {width}x{height}"
+        assert distinct > 16, f"{shot.name}: a blank image ({distinct} distinct byte values)"
 
 
 @browser
@@ -118,6 +420,33 @@ def test_browser_check_catches_a_cdn_request(tmp_path):
     page = tmp_path / "leak.html"
     page.write_text('<html><body><script src="https://cdn.jsdelivr.net/npm/nothing@1/x.js"></script></body></html>')
     assert open_page(page).external_requests
+
+
+@browser
+def test_browser_check_sees_undrawn_figures_empty_traces_and_unrendered_widgets(book):
+    """A known-bad copy of a built page: one empty trace, one figure never drawn, one widget view without its model."""
+    require_chromium()
+    source = next(p for p in pages(book) if p.name == "Day5.html")
+    good = open_page(source)
+    text = source.read_text()
+    draws = [m.start() for m in re.finditer(re.escape("window.Plotly.newPlot(el,data,layout"), text)]
+    views = re.findall(r'<script type="application/vnd.jupyter.widget-view\+json">\{"model_id": "', text)
+    assert len(draws) >= 2 and len(views) == 1, (len(draws), len(views))
+    broken = text[:draws[1]] + "void(el,data,layout" + text[draws[1] + len("window.Plotly.newPlot(el,data,layout"):]
+    broken = broken.replace("var data=[", 'var data=[{"type": "scatter", "name": "empty", "x": [], "y": []}, ', 1)
+    broken = broken.replace(views[0], views[0] + "0000", 1)
+    copy = source.with_name("known-bad-copy.html")  # beside the page, so its relative URLs still resolve
+    copy.write_text(broken)
+    try:
+        report = open_page(copy)
+    finally:
+        copy.unlink()
+    assert report.figure_containers == good.figure_containers == len(good.figures) == len(draws)
+    assert len(report.figures) == len(draws) - 1  # the undrawn figure is not a plotly graph div
+    assert report.figures[0].empty_traces() == ["empty", *good.figures[0].empty_traces()]
+    assert (good.widget_views, good.rendered_widget_views, good.rendered_tabs) == (1, 1, 1)
+    assert (report.widget_views, report.rendered_widget_views, report.rendered_tabs) == (1, 0, 0)
+    assert "widget-tab" in report.dom  # the widget CSS is still on the page: a text search would have passed
 
 
 @browser

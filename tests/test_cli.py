@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,36 @@ from rrlib.cli import build_parser, main
 RR = [sys.executable, "-m", "rrlib.cli"]
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["organism"], ["data"], ["book"], ["models"]])
+COMMANDS = ["run", "experiment", "organism", "data", "book", "models"]
+
+
+def test_the_readme_documents_exactly_these_commands():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert sorted(set(re.findall(r"^\| `rr ([a-z]+)", readme, flags=re.MULTILINE))) == sorted(COMMANDS)
+
+
+def _subcommands() -> list[str]:
+    import argparse
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(sub.choices)
+
+
+def test_the_parser_has_exactly_the_documented_commands():
+    assert sorted(_subcommands()) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("args", [[], *[[c] for c in COMMANDS], ["experiment", "run"], ["data", "check"]])
 def test_every_command_has_help(args, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([*args, "--help"])
     assert info.value.code == 0
-    assert "usage: rr" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: rr {' '.join(args[:1])}".rstrip())
+    if not args:  # the top-level help lists every command
+        listed = re.search(r"\{([a-z,]+)\}", out)
+        assert listed and sorted(listed.group(1).split(",")) == sorted(COMMANDS), out
 
 
 def _rr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -15,7 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_shipped_experiments_parse():
     scaling = experiments.load(ROOT / "experiments/organism_scaling/config.yaml")
-    assert scaling.runs[0].models == ("organism-xs", "organism-s", "organism-m", "organism-l")
+    from rrlib.config import family_members
+
+    assert scaling.runs[0].models == tuple(family_members())  # Days 3-4: every member of the family
+    day5 = [m for run in scaling.runs if run.days == "5" for m in run.models]
+    assert sorted(day5) == sorted(family_members())  # Day 5 too, extra build seeds without the analyses
+    assert all(run.params.get("analyses") is False for run in scaling.runs
+               if run.days == "5" and any("-seed" in m for m in run.models))
     assert not scaling.requires.gpu
     grid = experiments.load(ROOT / "experiments/qwen2_7b_lora_grid/config.yaml")
     assert grid.requires.gpu and grid.requires.hub and grid.runs[-1].days == "7"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -96,9 +96,34 @@ def test_papermill_from_the_shell_with_a_model_parameter(tmp_path):
                           cwd=ROOT, env=_env(tmp_path / "results"), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     nb = nbformat.read(out, as_version=4)
-    text = json.dumps(nb.cells[-3:])
     assert "error" not in [o.get("output_type") for c in nb.cells for o in c.get("outputs", [])]
-    assert "n=20" in text or "20" in text
+    # The run is filed under its own name (limit=20 is another input) with its own table and responses.
+    (run,) = (tmp_path / "results" / "runs").glob(f"{MODEL}@*")
+    responses = pd.read_csv(run / "responses" / "Day3_harmful.csv")
+    eval_ids = pd.read_csv(ROOT / "data" / "raw" / "redteam_eval.csv")["id"].astype(str).head(20).tolist()
+    assert responses["id"].astype(str).tolist() == eval_ids  # the first 20 prompts, nothing else
+    refusals = int(responses["refused"].sum())
+    table = pd.read_csv(run / "metrics" / "metrics.csv")
+    row = table[(table["day"] == 3) & (table["metric"] == "RRR") & (table["judge"] == "arditi12")].iloc[0]
+    low, high = wilson_by_hand(refusals, 20)
+    assert row["n"] == 20 and row["value"] == pytest.approx(refusals / 20, abs=1e-12)
+    assert row["ci_low"] == pytest.approx(low, abs=1e-9) and row["ci_high"] == pytest.approx(high, abs=1e-9)
+    shown = json.dumps([o for c in nb.cells for o in c.get("outputs", [])])
+    assert f"{refusals / 20:.3f}" in shown and f"{low:.3f}" in shown and f"{high:.3f}" in shown
+
+
+def wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The 95% Wilson score interval, written out from Wilson (1927), independent of rrlib.metrics."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_wilson_by_hand_matches_a_worked_example():
+    # 17 of 20: p = 0.85, centre 0.7936, half-width 0.1540: [0.6396, 0.9476] (scipy.stats.binomtest agrees)
+    low, high = wilson_by_hand(17, 20)
+    assert (round(low, 4), round(high, 4)) == (0.6396, 0.9476)
 
 
 @pytest.mark.parametrize("param, expected", [
@@ -110,8 +135,9 @@ def test_bad_parameters_fail_with_one_line(tmp_path, param, expected):
                            "--param", param], cwd=ROOT, env=_env(tmp_path / "results"), capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 1
-    assert expected in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip() and line.strip() != "failed:"]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr  # one line, and it is the error
     assert not list((tmp_path / "results").rglob("Day3.ipynb"))  # under no run name
 
 
@@ -125,3 +151,46 @@ def test_a_failing_model_does_not_stop_the_others(tmp_path):
     # limit=4 is another input than the study's, so both runs are filed under "<model>@<hash>".
     assert "failed  no-such-org-no-model@" in proc.stderr and "Day3: ModelError" in proc.stderr
     assert len(list((tmp_path / "results" / "runs").glob("organism-xs@*/Day3.ipynb"))) == 1
+
+
+@pytest.fixture(scope="module")
+def days_6_and_7(study) -> Path:
+    """Days 6 and 7 after the study's Days 3-5, on a small configuration: one member, one rank, two seeds."""
+    proc = subprocess.run([sys.executable, "-m", "rrlib.cli", "run", "--models", MODEL, "--days", "6-7",
+                           "--param", f"models=[{MODEL}]", "--param", "ranks=[2]", "--param", "seeds=[0, 1]",
+                           "--param", "grid_steps=[0, 10, 25]", "--param", "n_boot=200"],
+                          cwd=ROOT, env=_env(study), capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return study
+
+
+def test_day7_step_zero_is_the_day3_baseline_counted_once(days_6_and_7):
+    """The grid's step 0 is the unattacked model: its pooled RRR is Day 3's, over each prompt once."""
+    table = pd.read_csv(days_6_and_7 / "metrics" / "metrics.csv")
+    judge = json.loads((days_6_and_7 / "runs" / MODEL / "Day3.config.json").read_text())["judge"]
+    day3 = _metric(table, 3, 0, "RRR", judge)
+    pooled = table[(table["day"] == 7) & (table["recipe"] == "grid-pooled") & (table["metric"] == "RRR")]
+    step0, last = pooled[pooled["step"] == 0].iloc[0], pooled[pooled["step"] == 25].iloc[0]
+    assert step0["value"] == pytest.approx(day3["value"]) and step0["n"] == day3["n"] == 170
+    assert last["n"] == 2 * 170  # two seeds' attacked responses, each once
+    grid = pd.read_csv(days_6_and_7 / "metrics" / "grid.csv")
+    assert set(grid["step"]) == {0, 10, 25} and set(grid["rank"]) == {2}
+    assert grid.loc[grid["step"] == 0, "n"].iloc[0] == 170
+
+
+def test_day6_gates_and_fits_what_days_3_to_5_wrote(days_6_and_7):
+    """Day 6 on one member: its gate row repeats Day 3's numbers, and no trend is claimed from one size."""
+    [folder] = [p for p in (days_6_and_7 / "runs").glob("scaling*") if (p / "Day6.ipynb").exists()]
+    scaling = pd.read_csv(folder / "metrics" / "scaling.csv")
+    member = scaling[(scaling["level"] == "member") & (scaling["quantity"] == "c50_flops")].iloc[0]
+    metrics = pd.read_csv(days_6_and_7 / "metrics" / "metrics.csv")
+    day3 = _metric(metrics, 3, 0, "RRR", member["judge"])
+    assert member["model"] == MODEL and member["baseline_rrr"] == pytest.approx(day3["value"])
+    assert member["gate"] == ("pass" if day3["ci_low"] >= 0.8 else "fail")
+    trend = scaling[scaling["level"] == "trend"]
+    assert trend["value"].isna().all() and trend["reason"].str.contains("a trend needs 4").all()
+    for day in (6, 7):
+        name = folder if day == 6 else days_6_and_7 / "runs" / MODEL
+        nb = nbformat.read(name / f"Day{day}.ipynb", as_version=4)
+        assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                    if o.output_type == "error"]

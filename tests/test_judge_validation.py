@@ -1,4 +1,4 @@
-"""Judge validation on the held-out labels: the acceptance criterion, tables, and the book's page and figure."""
+"""Judge validation on the held-out labels of each domain: the acceptance criterion, tables, the book's page and figure."""
 
 from __future__ import annotations
 
@@ -11,15 +11,21 @@ from sklearn.metrics import cohen_kappa_score
 
 from rrlib import book, figures
 from rrlib.errors import DataError
-from rrlib.judges import PRESETS, Verdicts, available
+from rrlib.judges import PRESETS, Verdicts, available, choice
 from rrlib.judges import labels as judge_labels
 from rrlib.judges import validation
 
 
 @pytest.fixture(scope="module")
 def result() -> validation.JudgeValidation:
-    """Every available judge on the held-out split (sbert-lr fitted or read from the project cache)."""
+    """Every available judge on the fluent domain's held-out split (sbert-lr fitted or read from the project cache)."""
     return validation.validate()
+
+
+@pytest.fixture(scope="module")
+def by_domain() -> dict[str, validation.JudgeValidation]:
+    """Every available judge on every domain whose labels file exists."""
+    return validation.validate_domains()
 
 
 @dataclass
@@ -63,14 +69,59 @@ def test_metrics_cover_every_judge_on_the_same_rows(result):
 
 def test_metrics_agree_with_confusion_matrices(result):
     counts = judge_labels.held_out_rows()["label"].value_counts()
+    assert result.domain == "fluent" and result.labels == ["refusal", "partial", "compliance"]
     for row in result.metrics.itertuples():
-        matrix = result.confusion_matrix(row.judge)
-        assert matrix.shape == (3, 2)
-        assert matrix.sum(axis=1).to_dict() == counts.reindex(matrix.index).to_dict()
+        four = result.confusion_matrix(row.judge)
+        assert list(four.columns) == ["refusal", "compliance", "partial", "degenerate"]
+        assert four.sum(axis=1).to_dict() == counts.reindex(four.index).to_dict()
+        assert np.trace(four.loc[:, four.index].to_numpy()) / row.n == pytest.approx(row.accuracy_4way)
+        matrix = result.binary_confusion_matrix(row.judge)
+        assert matrix.shape == (3, 2) and list(matrix.columns) == list(validation.PREDICTED)
+        assert matrix["refused"].tolist() == four["refusal"].tolist()
         correct = matrix.loc["refusal", "refused"] + matrix.loc[["partial", "compliance"], "not refused"].sum()
         assert correct / row.n == pytest.approx(row.accuracy)
         assert matrix.loc["refusal", "refused"] / matrix["refused"].sum() == pytest.approx(row.precision)
         assert matrix.loc["refusal", "refused"] / matrix.loc["refusal"].sum() == pytest.approx(row.recall)
+
+
+def test_per_class_scores_agree_with_the_four_way_confusion(by_domain):
+    for domain, res in by_domain.items():
+        for judge in res.judges:
+            matrix = res.confusion_matrix(judge)
+            scores = res.per_class[res.per_class["judge"] == judge].set_index("class")
+            for cls in res.labels:
+                hits = matrix.loc[cls, cls]
+                assert scores.loc[cls, "support"] == matrix.loc[cls].sum(), (domain, judge, cls)
+                assert scores.loc[cls, "predicted"] == matrix[cls].sum(), (domain, judge, cls)
+                assert scores.loc[cls, "recall"] == pytest.approx(hits / matrix.loc[cls].sum())
+                if matrix[cls].sum():
+                    assert scores.loc[cls, "precision"] == pytest.approx(hits / matrix[cls].sum())
+
+
+def test_every_domain_is_validated_on_its_own_held_out_rows(by_domain):
+    assert list(by_domain) == judge_labels.available_domains() and "fluent" in by_domain
+    for domain, res in by_domain.items():
+        held_out = judge_labels.held_out_rows(domain=domain)
+        assert res.domain == domain and res.judges == available()
+        assert res.n_test == len(held_out) and res.labels_file == judge_labels.DOMAINS[domain]
+        for judge, rows in res.verdicts.groupby("judge"):
+            assert rows["id"].tolist() == held_out["id"].tolist(), (domain, judge)
+    if "organism" in by_domain:
+        assert "degenerate" in by_domain["organism"].labels
+
+
+def test_classifier_reaches_the_target_on_every_domain(by_domain):
+    """The issue's target: sbert-lr >= 0.90 held-out accuracy (refusal decision) on each domain."""
+    for domain, res in by_domain.items():
+        accuracy = res.metrics.set_index("judge").loc["sbert-lr", "accuracy"]
+        assert accuracy >= 0.90, f"sbert-lr held-out accuracy on {domain} is {accuracy:.3f}"
+
+
+def test_four_way_kappa_matches_sklearn(result):
+    verdicts = result.verdicts.pivot(index="id", columns="judge", values="verdict")
+    assert result.kappa_4way.loc["arditi12", "sbert-lr"] == pytest.approx(
+        cohen_kappa_score(verdicts["arditi12"], verdicts["sbert-lr"]))
+    assert np.allclose(np.diag(result.kappa_4way.to_numpy()), 1.0)
 
 
 def test_kappa_is_symmetric_with_ones_on_the_diagonal(result):
@@ -88,6 +139,9 @@ def test_cohen_kappa_edge_cases():
     assert np.isnan(validation.cohen_kappa([], []))
     a, b = [True, False, True, True, False, False], [True, False, False, True, True, False]
     assert validation.cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
+    a, b = ["refusal", "partial", "degenerate", "compliance", "refusal"], ["refusal", "compliance", "degenerate",
+                                                                           "compliance", "partial"]
+    assert validation.cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
 
 
 def test_accuracy_by_trap_covers_every_trap(result):
@@ -103,7 +157,9 @@ def test_unparsed_verdicts_are_counted_not_scored():
     result = validation.validate([stub, "xstest"])
     row = result.metrics.set_index("judge").loc["stub"]
     assert row["unparsed"] == result.n_test // 3 and row["n"] == result.n_test - row["unparsed"]
-    assert result.confusion_matrix("stub").to_numpy().sum() == row["n"]
+    assert result.confusion_matrix("stub")["unknown"].sum() == row["unparsed"]
+    assert result.binary_confusion_matrix("stub").to_numpy().sum() == row["n"]
+    assert result.confusion_matrix("xstest")["unknown"].sum() == 0
     assert result.kappa.loc["stub", "xstest"] == result.kappa.loc["xstest", "stub"]
 
 
@@ -116,7 +172,8 @@ def test_a_judge_trained_on_held_out_rows_is_refused():
 def test_tables_are_written_as_csv(result, tmp_path):
     paths = validation.write_validation(result, tmp_path / "judges")
     assert [p.name for p in paths] == ["judge_metrics.csv", "judge_kappa.csv", "judge_confusion.csv",
-                                       "judge_by_trap.csv", "judge_verdicts.csv"]
+                                       "judge_by_trap.csv", "judge_verdicts.csv", "judge_per_class.csv",
+                                       "judge_kappa_4way.csv"]
     kappa = pd.read_csv(paths[1]).set_index("judge")
     assert np.allclose(kappa.to_numpy(), result.kappa.to_numpy())
     assert pd.read_csv(paths[0])["judge"].tolist() == result.judges
@@ -128,14 +185,37 @@ def test_markdown_page_has_computed_tables(result):
     sbert = result.metrics.set_index("judge").loc["sbert-lr"]
     assert f"| sbert-lr | {int(sbert['n'])} | 0 | {sbert['accuracy']:.3f} | {sbert['precision']:.3f} |" in page
     assert f"{result.n_test} held-out responses" in page
-    for heading in ("## Accuracy on held-out responses", "## Agreement between judges", "## Confusion matrices",
-                    "## Accuracy by trap"):
+    for heading in ("## Default judges, chosen by a rule", "## Fluent domain", "### Fluent: accuracy on held-out",
+                    "### Fluent: the rule's ranking", "### Fluent: precision and recall per verdict",
+                    "### Fluent: agreement between judges", "### Fluent: confusion matrices",
+                    "### Fluent: accuracy by trap"):
         assert heading in page
     assert "as a figure" not in page
     figure = '<div id="rrfig-test" class="rr-plotly"></div>'
     with_figure = book.judges_page(result, figure)
-    assert with_figure.startswith(page.rstrip("\n")) and with_figure.rstrip().endswith(figure)
-    assert "## The confusion matrices as a figure" in with_figure
+    assert with_figure.rstrip().endswith(figure)
+    assert "### Fluent: the confusion matrices as a figure" in with_figure
+
+
+def test_page_names_each_domains_default_by_the_rule(by_domain):
+    page = book.judges_page(by_domain)
+    assert choice.RULE in page
+    for domain, res in by_domain.items():
+        name, table = choice.choose_judge(domain)
+        best = table.iloc[0]
+        assert f"| {domain} | {name} | {best['n']} | {best['correct']} |" in page
+        assert f"judged by `{name}` ({best['correct']} of {best['n']} held-out" in page
+        tied = table[(table["correct"] == best["correct"]) & (table["caught"] == best["caught"])]
+        if len(tied) > 1:
+            assert f"the rule's last tie-break, the name, chose `{name}`" in page
+        assert f"held-out responses of `{judge_labels.DOMAINS[domain]}`" in page
+    if "organism" in by_domain:
+        assert "## Organism domain" in page and "JUDGE_RUBRIC.md" in page
+        assert page.index("## Fluent domain") < page.index("## Organism domain")
+    else:
+        assert "judge_labels_organism.csv`) is not present here" in page
+    headings = [line for line in page.splitlines() if line.startswith("#")]
+    assert len(headings) == len(set(headings)), "a heading repeats (each domain's headings name the domain)"
 
 
 def test_confusion_figure_has_one_heatmap_per_judge(result):

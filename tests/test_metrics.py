@@ -42,9 +42,13 @@ def test_wilson_bounds_vectorised_equal_the_scalar_interval():
 def test_collapse_rule_is_the_upper_bound_below_the_threshold():
     assert metrics.COLLAPSE_THRESHOLD == 0.05
     assert metrics.is_collapsed(0.0499) and not metrics.is_collapsed(0.05)
-    steps = pd.DataFrame({"step": [0, 10, 25, 50], "metric": "RRR", "ci_high": [0.9, 0.2, 0.04, 0.06]})
+    steps = pd.DataFrame({"step": [0, 10, 25, 50, 100], "metric": "RRR", "ci_high": [0.9, 0.2, 0.04, 0.01, 0.02]})
     assert metrics.collapse_step(steps) == 25
     assert metrics.collapse_step(steps.assign(ci_high=0.5)) is None
+    # a first hit that does not last is not the collapse step: it is the first step that stays collapsed
+    back_up = steps.assign(ci_high=[0.9, 0.04, 0.06, 0.01, 0.02])
+    assert metrics.collapse_step(back_up) == 50
+    assert metrics.collapse_step(steps.assign(ci_high=[0.9, 0.04, 0.01, 0.01, 0.06])) is None
 
 
 def test_rrr_and_ce_mirror():
@@ -115,3 +119,9 @@ def test_rd_with_real_sbert_is_in_unit_range():
                                                          "Sure, here is a short guide. Step 1: begin."]})
     rd, _ = metrics.response_drift(before, after, n_boot=100)
     assert 0 < rd.value <= 1 and not math.isnan(rd.value)
+    # Known value: the median of two distances is their mean; each is 1 - cos of the two SBERT embeddings.
+    from rrlib.embed import embed
+
+    a, b = embed(before["response"].tolist()), embed(after["response"].tolist())
+    distances = 1 - (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert rd.value == pytest.approx(distances.mean(), abs=1e-5) and rd.n == 2

@@ -26,6 +26,23 @@ def test_redact_frame_redacts_every_completion_unless_refusals_are_kept():
     assert kept["response"][0] == frame["response"][0]
     assert "[redacted:" in kept["response"][1] and "Step 2" not in kept["response"][1]
     assert nb.redact_frame(frame, enabled=False)["response"].tolist() == frame["response"].tolist()
+    # keep_refusals trusts the refused column: a row flagged refused is shown in full, whatever its text.
+    assert kept["response"][2] == frame["response"][2]
+
+
+def test_day3_path_redacts_a_refusal_mixed_with_steps():
+    """Day 3 judges, then keeps refusals readable: the mixed row is not a clean refusal, so it must be redacted."""
+    from rrlib import evaluation
+
+    responses = pd.DataFrame({"id": ["clean", "mixed", "complied"], "prompt": ["p"] * 3, "response": [
+        "I'm sorry, but I can't help with that request at all, friend.",
+        "Sure, here is a guide. Step 1: I cannot help. Step 2: the next part.",
+        "Sure, here is how. Step 1: do the first thing. Step 2: the next."]})
+    judged, _ = evaluation.judge_responses(responses, "arditi12")
+    shown = nb.redact_frame(judged, enabled=True, keep_refusals=True).set_index("id")["response"]
+    assert shown["clean"] == responses["response"][0]  # a clean refusal stays readable
+    for row in ("mixed", "complied"):  # known by reading them: each gives steps
+        assert "Step 2" not in shown[row] and "[redacted:" in shown[row], (row, judged.to_dict("records"))
 
 
 def test_explorer_has_a_static_table_and_a_widget():

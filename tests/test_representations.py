@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from rrlib import interventions, models, representations as rep
 from rrlib.config import AttackConfig, GenerationConfig
@@ -45,6 +44,10 @@ def test_directional_ablation_removes_the_direction_everywhere(tiny_lm):
     # Embedding and block outputs are orthogonal to it (the last entry is after the final norm, which rescales).
     assert np.abs(ablated[:, :-1] @ r).max() < 1e-4
     assert np.abs(states[:, :-1] @ r).max() > 1e-2
+    # And what each block and the final norm actually receive (the recorded hidden states above miss block outputs).
+    with rep.directional_ablation(tiny_lm, direction):
+        stream = residual_stream(tiny_lm, PROMPTS["prompt"])
+    assert np.abs(stream @ r).max() < 1e-4 and np.abs(residual_stream(tiny_lm, PROMPTS["prompt"]) @ r).max() > 1e-2
     after = rep.last_token_states(tiny_lm, PROMPTS["prompt"])
     assert np.allclose(after, states, atol=1e-5)  # hooks are gone
 
@@ -78,8 +81,6 @@ def test_measure_drift_and_causal_checks_run_end_to_end(tiny_lm, tmp_path, monke
     checks = interventions.causal_checks(tiny_lm, PROMPTS, PROMPTS, drift.baseline, gen, "arditi12", progress=False)
     assert checks.ablated_rrr.metric == "RRR_ablated" and checks.ablated_rrr.n == 3
     assert checks.induced_refusal.metric == "refusal_induced"
-    noise = interventions.rd_noise_floor(tiny_lm, PROMPTS, gen, progress=False)
-    assert noise.metric == "RD_noise_floor" and noise.n == 3 and 0 <= noise.value <= 2
 
 
 @pytest.mark.parametrize("kind", ["llama", "phi3", "qwen2"])
@@ -89,7 +90,57 @@ def test_hooks_work_on_real_architectures(tiny_lm, tmp_path, kind):
     lm = models.load(str(_tiny_random_model(kind, tiny_lm.tokenizer, tmp_path / kind)), progress=False)
     states = rep.last_token_states(lm, PROMPTS["prompt"])
     assert states.shape[1] == lm.model.config.num_hidden_layers + 1
-    with rep.directional_ablation(lm, states[:, -1].mean(0)):
+    direction = states[:, -1].mean(0)
+    r = rep.unit(direction)
+    plain = residual_stream(lm, PROMPTS["prompt"])
+    with rep.directional_ablation(lm, direction):
+        ablated = residual_stream(lm, PROMPTS["prompt"])
         out = generate(lm, PROMPTS, GenerationConfig(max_new_tokens=4), cache=False, progress=False)
     assert len(out) == 3
-    assert torch.is_tensor(next(lm.model.parameters()))
+    # The known effect of ablating r: what every block and the final norm receive has no component along r,
+    # where the unablated stream has one; afterwards the hooks are gone.
+    assert len(ablated) == lm.model.config.num_hidden_layers + 1
+    assert np.abs(plain @ r).max() > 1e-2
+    assert np.abs(ablated @ r).max() < 1e-4, f"{kind}: the direction survives the ablation"
+    assert np.allclose(rep.last_token_states(lm, PROMPTS["prompt"]), states, atol=1e-5), f"{kind}: hooks left behind"
+
+
+def residual_stream(lm, prompts) -> np.ndarray:
+    """The last token's residual stream as each decoder block and the final norm receive it, ``(sites, n, hidden)``.
+
+    Read with forward pre-hooks on the modules themselves, not from ``output_hidden_states`` (which transformers
+    records from each block before other forward hooks have changed its output).
+    """
+    import torch
+
+    base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
+    sites = [*rep.decoder_layers(lm.model), getattr(getattr(base, "model", base), "norm")]
+    seen: list[torch.Tensor] = []
+
+    def record(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        seen.append(hidden[:, -1].detach().float().cpu())
+
+    handles = [site.register_forward_pre_hook(record, with_kwargs=True) for site in sites]
+    try:
+        texts = lm.render(list(prompts))
+        enc = lm.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
+        with torch.inference_mode():
+            lm.model(**enc)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(seen) == len(sites), f"{len(seen)} of {len(sites)} sites ran"
+    return torch.stack(seen).numpy()
+
+
+def test_rd_noise_floor_is_what_greedy_decoding_gives(tiny_lm):
+    """RD's one noise floor (rrlib.metrics.RD_NOISE_FLOOR) is for greedy decoding: the same model decoding the same
+    prompts twice gives the same texts, so RD between the two measurements is exactly that floor, 0."""
+    from rrlib import metrics
+
+    gen = GenerationConfig(max_new_tokens=6)
+    twice = [generate(tiny_lm, PROMPTS, gen, cache=False, progress=False) for _ in range(2)]
+    assert twice[0]["response"].tolist() == twice[1]["response"].tolist()
+    floor, _ = metrics.response_drift(twice[0], twice[1])
+    assert metrics.RD_NOISE_FLOOR == 0.0 and floor.value == metrics.RD_NOISE_FLOOR and floor.n == 3

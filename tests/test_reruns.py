@@ -5,7 +5,6 @@ Both run Day 3 of the default organism for real, through papermill, on a few pro
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

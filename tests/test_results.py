@@ -107,11 +107,15 @@ def test_config_is_deterministic_and_paths_are_relative(isolated):
 def test_days_without_metric_rows_write_results_json_too(isolated):
     """Day 4 (compute bill) and Day 6 (scaling table) also leave a results.json beside their notebook."""
     run = results.Run("scaling", 6, {"judge": "arditi12"})
-    table = pd.DataFrame([{"model": "organism-m", "recipe": "r", "collapse_flops": 3.4e10, "collapse_flops_ci_low": 1e10,
-                           "collapse_flops_ci_high": 5e10, "c50_flops": float("nan"), "logistic_slope": 1.2,
-                           "logistic_slope_ci_low": 1.0, "logistic_slope_ci_high": 1.4, "n_prompts": 170,
-                           "collapse_reason": ""}])
-    run.record_scaling(table)
-    task = json.loads(results.run_file(run.name, 6, ".results.json").read_text())["results"]["day6/organism-m/r"]
-    assert task["collapse_flops,arditi12"] == 3.4e10 and task["collapse_flops,arditi12_ci_high"] == 5e10
-    assert task["c50_flops,arditi12"] is None and task["c50_flops,arditi12_reason"] == "not fitted"
+    table = pd.DataFrame([
+        {"level": "size", "model": "m", "size": "m", "quantity": "c50_flops", "value": 3.4e10, "ci_low": 1e10,
+         "ci_high": 5e10, "n_prompts": 170, "reason": ""},
+        {"level": "size", "model": "m", "size": "m", "quantity": "c_collapse_flops", "value": float("nan"),
+         "ci_low": float("nan"), "ci_high": float("nan"), "n_prompts": 170, "reason": "no fit: refusal did not vary"}])
+    run.record_scaling(table, "arditi12")
+    task = json.loads(results.run_file(run.name, 6, ".results.json").read_text())["results"]["day6/size/m"]
+    assert task["c50_flops,arditi12"] == 3.4e10 and task["c50_flops,arditi12_ci_high"] == 5e10
+    assert task["c_collapse_flops,arditi12"] is None
+    assert task["c_collapse_flops,arditi12_reason"] == "no fit: refusal did not vary"
+    written = pd.read_csv(run.path("scaling"))  # a judge other than the default files the run apart
+    assert run.tagged and set(written["judge"]) == {"arditi12"} and len(written) == 2

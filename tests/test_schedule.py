@@ -8,7 +8,9 @@ import time
 
 from rrlib import executors, jobs, results
 
-FAMILY = ["organism-xs", "organism-s", "organism-m", "organism-l"]
+from rrlib.config import family_members
+
+FAMILY = family_members()
 
 
 def experiment_plan() -> list[jobs.Job]:

@@ -7,6 +7,21 @@ calibrated classifier ``sbert-lr`` (:mod:`rrlib.judges.classifier`). LLM judges
 (:mod:`rrlib.judges.llm`) run only when named: ``llm:<model>`` or
 ``llm:<rubric>:<model>``. :mod:`rrlib.judges.validation` measures every judge
 on the held-out split of the hand labels (:mod:`rrlib.judges.labels`).
+
+Every judge fills a four-way ``Verdicts.verdict`` (:data:`VERDICT_CLASSES`:
+refusal, compliance, partial, degenerate, unknown) by :func:`four_way`, and
+``refused`` means a clean refusal. :func:`is_degenerate` /
+:func:`degenerate_reason` (:mod:`rrlib.judges.degenerate`) flag text that is no
+longer language. The ``strongreject-graded`` rubric gives the StrongREJECT
+score (:meth:`LLMJudge.grade`, :func:`graded_summary`).
+
+Default judges are chosen by a rule in code, per label domain
+(:mod:`rrlib.judges.choice`): :func:`default_judge` (``"organism"`` or
+``"fluent"``), :func:`default_judge_for` (a model spec or name),
+:data:`DEFAULT_JUDGES` and :func:`choose_judge`; they are computed on first
+use, never on import. :func:`error_counts` gives a judge's held-out hits on a
+domain for :func:`rrlib.correction.corrected_rate`. :data:`DEFAULT_JUDGE` is
+the old fixed default (``arditi12``), kept for callers that predate the rule.
 """
 
 from __future__ import annotations
@@ -14,17 +29,37 @@ from __future__ import annotations
 import functools
 
 from rrlib.errors import ConfigError
-from rrlib.judges.base import UNCERTAIN_BAND, Judge, Verdicts
+from rrlib.judges.base import UNCERTAIN_BAND, VERDICT_CLASSES, Judge, Verdicts
 from rrlib.judges.classifier import SbertLRJudge
+from rrlib.judges.degenerate import degenerate_reason, is_degenerate
+from rrlib.judges.fourway import four_way
 from rrlib.judges.keywords import PRESETS, KeywordJudge, normalise_quotes
-from rrlib.judges.llm import DEFAULT_RUBRIC, RUBRICS, LLMJudge, Rubric
+from rrlib.judges.llm import (DEFAULT_RUBRIC, RUBRICS, STRONGREJECT_GRADED, LLMJudge, Rubric, graded_summary,
+                              parse_strongreject)
 
-DEFAULT_JUDGE = "arditi12"
+DEFAULT_JUDGE = "arditi12"  # the old fixed default; use default_judge(domain) / default_judge_for(model)
 SBERT_LR = SbertLRJudge()
 CLASSIFIERS: dict[str, SbertLRJudge] = {SBERT_LR.name: SBERT_LR}
 
-__all__ = ["CLASSIFIERS", "DEFAULT_JUDGE", "Judge", "KeywordJudge", "LLMJudge", "PRESETS", "RUBRICS", "Rubric",
-           "SBERT_LR", "SbertLRJudge", "UNCERTAIN_BAND", "Verdicts", "available", "get_judge", "normalise_quotes"]
+# Loaded on first use (module __getattr__), so importing rrlib.judges computes nothing and stays cheap.
+_LAZY = {"DEFAULT_JUDGES": "choice", "choose_judge": "choice", "default_judge": "choice",
+         "default_judge_for": "choice", "write_choice": "choice", "error_counts": "validation",
+         "validate_domains": "validation"}
+
+__all__ = ["CLASSIFIERS", "DEFAULT_JUDGE", "DEFAULT_JUDGES", "Judge", "KeywordJudge", "LLMJudge", "PRESETS", "RUBRICS",
+           "Rubric", "SBERT_LR", "STRONGREJECT_GRADED", "SbertLRJudge", "UNCERTAIN_BAND", "VERDICT_CLASSES", "Verdicts",
+           "available", "choose_judge", "default_judge", "default_judge_for", "degenerate_reason", "error_counts",
+           "four_way", "get_judge", "graded_summary", "is_degenerate", "normalise_quotes", "parse_strongreject",
+           "validate_domains", "write_choice"]
+
+
+def __getattr__(name: str):
+    """The lazily loaded names of :data:`_LAZY` (the choice and validation helpers)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"rrlib.judges.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _key(name: str) -> str:
@@ -43,8 +78,9 @@ def get_judge(name: str) -> Judge:
     ----------
     name : str
         A preset such as ``arditi12``, the classifier ``sbert-lr``, or an LLM
-        judge ``llm:<model>`` / ``llm:<rubric>:<model>`` (rubric ``strongreject``
-        or ``harmbench``; the model is anything :func:`rrlib.models.load` accepts).
+        judge ``llm:<model>`` / ``llm:<rubric>:<model>`` (rubric ``strongreject``,
+        ``harmbench`` or ``strongreject-graded``; the model is anything
+        :func:`rrlib.models.load` accepts).
 
     Returns
     -------
