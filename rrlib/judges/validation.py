@@ -472,11 +472,16 @@ def write_validation(result: JudgeValidation, folder: str | Path) -> list[Path]:
     list of Path
         ``judge_metrics.csv``, ``judge_kappa.csv``, ``judge_confusion.csv``,
         ``judge_by_trap.csv``, ``judge_verdicts.csv``, ``judge_per_class.csv``
-        and ``judge_kappa_4way.csv``.
+        and ``judge_kappa_4way.csv``, floats rounded to :data:`STORED_DECIMALS` decimals.
     """
     folder = Path(folder)
     tables = {"judge_metrics": result.metrics, "judge_kappa": result.kappa.reset_index(),
               "judge_confusion": result.confusion, "judge_by_trap": result.by_trap,
               "judge_verdicts": result.verdicts, "judge_per_class": result.per_class,
               "judge_kappa_4way": result.kappa_4way.reset_index()}
-    return [write_csv(folder / f"{name}.csv", table) for name, table in tables.items()]
+    # Scores are rounded to 10 decimals: the classifier's probabilities differ in the 14th digit between
+    # machines' float kernels and runs, and the tables are committed.
+    return [write_csv(folder / f"{name}.csv", table.round(STORED_DECIMALS)) for name, table in tables.items()]
+
+
+STORED_DECIMALS = 10  # decimals kept in the committed validation tables
