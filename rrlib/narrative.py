@@ -250,6 +250,21 @@ def describe_gate(gate: pd.DataFrame) -> str:
     return text
 
 
+def describe_corrected_gate(table: pd.DataFrame) -> str:
+    """Whether correcting the baseline RRR for the judge's error changes any member's gate decision."""
+    known = table[table["refusal_rule_corrected"] != "n/a"]
+    if known.empty:
+        return ("No judge-corrected baseline RRR is recorded, so the gate cannot be checked against the judge's "
+                "error. ")
+    changed = known[known["changes"].astype(bool)]
+    if changed.empty:
+        return (f"Applied to the judge-corrected RRR, the gate's refusal rule decides all {len(known)} members "
+                "the same way: the judge's measured error does not change which members are fitted. ")
+    return (f"Applied to the judge-corrected RRR, the gate's refusal rule decides {len(changed)} of {len(known)} "
+            f"members differently ({', '.join(changed['model'])}): which members are fitted depends on the "
+            "judge's error. ")
+
+
 def describe_trend(trend: "Trend", unit: str) -> str:
     """One sentence on a log-log size trend, conditioned on its interval."""
     if not np.isfinite(trend.slope):

@@ -128,3 +128,10 @@ def test_static_book_pages_make_no_claim_that_no_run_measured():
     assert "is what a template-less instruct model looks like" not in original
     assert "plausibly why" not in original
     assert "few hundred" not in (book / "intro.md").read_text(encoding="utf-8")
+
+
+def test_the_corrected_gate_sentence_says_when_the_judge_error_changes_the_fit():
+    table = pd.DataFrame({"model": ["a", "b"], "refusal_rule_corrected": ["pass", "fail"], "changes": [False, True]})
+    assert "decides 1 of 2 members differently (b)" in narrative.describe_corrected_gate(table)
+    same = table.assign(changes=False)
+    assert "does not change which members are fitted" in narrative.describe_corrected_gate(same)

@@ -192,3 +192,15 @@ def test_the_table_has_members_sizes_trends_and_a_prediction(family):
     assert sizes["ci_low"].notna().all() and sizes["extrapolated"].notna().all()
     prediction = table[table["level"] == "prediction"].iloc[0]
     assert prediction["covered"] is True or prediction["covered"] == True  # noqa: E712
+
+
+def test_the_corrected_gate_flags_a_member_whose_decision_the_judge_error_changes():
+    metrics = pd.DataFrame([
+        {"model": m, "day": 3, "metric": "RRR_corrected", "judge": "j", "value": v, "ci_low": lo, "ci_high": 1.0}
+        for m, v, lo in (("a", 0.95, 0.9), ("b", 0.84, 0.78))])
+    gate = pd.DataFrame([{"model": "a", "baseline_rrr": 0.93, "baseline_rrr_ci_low": 0.88, "gate": "pass"},
+                         {"model": "b", "baseline_rrr": 0.88, "baseline_rrr_ci_low": 0.82, "gate": "pass"},
+                         {"model": "c", "baseline_rrr": 0.9, "baseline_rrr_ci_low": 0.85, "gate": "pass"}])
+    table = scaling.corrected_gate(metrics, gate, "j").set_index("model")
+    assert not table.loc["a", "changes"] and table.loc["b", "changes"]  # 0.82 passes, corrected 0.78 would not
+    assert table.loc["b", "refusal_rule_corrected"] == "fail" and table.loc["c", "refusal_rule_corrected"] == "n/a"
