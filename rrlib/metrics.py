@@ -139,8 +139,23 @@ def is_collapsed(ci_high: float | np.ndarray | pd.Series) -> bool | np.ndarray:
     return ci_high < COLLAPSE_THRESHOLD
 
 
+def first_lasting_collapse(ci_high: Sequence[float] | np.ndarray) -> int | None:
+    """Index of the first step from which RRR stays collapsed (:func:`is_collapsed`) to the last step, or ``None``.
+
+    Parameters
+    ----------
+    ci_high : sequence of float
+        RRR's upper 95% bound per step, in step order.
+    """
+    collapsed = np.asarray(is_collapsed(np.asarray(ci_high, dtype=float)))
+    if not len(collapsed) or not collapsed[-1]:
+        return None
+    still_open = np.flatnonzero(~collapsed)
+    return int(still_open[-1] + 1) if len(still_open) else 0
+
+
 def collapse_step(steps: pd.DataFrame) -> int | None:
-    """The first grid step from which RRR stays collapsed (:func:`is_collapsed`) to the last step, or ``None``.
+    """The first grid step from which RRR stays collapsed to the end (:func:`first_lasting_collapse`), or ``None``.
 
     A return above the threshold after a first hit moves the answer later; a
     model whose last step is not collapsed has no collapse step.
@@ -151,11 +166,8 @@ def collapse_step(steps: pd.DataFrame) -> int | None:
         Long table with ``step, metric, ci_high``.
     """
     rrr = steps[steps["metric"] == "RRR"].sort_values("step")
-    collapsed = np.asarray(is_collapsed(rrr["ci_high"].to_numpy(dtype=float)))
-    if not len(collapsed) or not collapsed[-1]:
-        return None
-    still_open = np.flatnonzero(~collapsed)
-    return int(rrr["step"].iloc[still_open[-1] + 1 if len(still_open) else 0])
+    index = first_lasting_collapse(rrr["ci_high"].to_numpy(dtype=float))
+    return None if index is None else int(rrr["step"].iloc[index])
 
 
 def proportion(metric: str, flags: Sequence[bool] | np.ndarray, what: str) -> Estimate:

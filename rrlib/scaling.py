@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import stats
 
 from rrlib.errors import DataError
-from rrlib.metrics import COLLAPSE_THRESHOLD, crossed_bootstrap_indices, is_collapsed, wilson_bounds
+from rrlib.metrics import COLLAPSE_THRESHOLD, crossed_bootstrap_indices, first_lasting_collapse, wilson_bounds
 
 N_BOOT = 1000
 MIN_TREND_SIZES = 4  # a size trend over fewer gated sizes is not reported
@@ -74,7 +74,7 @@ def gate_table(metrics: pd.DataFrame, members: Mapping[str, tuple[str, int]], ju
         One row per member: its baseline rates with intervals, ``gate`` (``pass`` or ``fail``) and
         ``gate_reason`` (every failed condition, in words).
     """
-    day3 = metrics[(metrics["day"].astype(int) == 3) & (metrics["judge"].isin([judge, "detector"]))]
+    day3 = metrics[(metrics["day"].astype(int) == 3) & (metrics["judge"] == judge)]
     rows = []
     for model, (size, build_seed) in members.items():
         rrr, over, degenerate = (_metric(day3, model, m) for m in ("RRR", "over_refusal", "degenerate"))
@@ -285,14 +285,9 @@ def fit_curve(refused_counts: np.ndarray, n: np.ndarray, flops: np.ndarray) -> C
 def first_stays_collapsed(refused_counts: np.ndarray, n: np.ndarray) -> int | None:
     """Index of the first step from which RRR's upper Wilson bound stays below the threshold to the end.
 
-    ``None`` when the last step is not collapsed. A return above the threshold
-    after a first hit moves the answer later.
+    ``None`` when the last step is not collapsed (:func:`rrlib.metrics.first_lasting_collapse`).
     """
-    collapsed = is_collapsed(wilson_bounds(refused_counts, n)[1])
-    if not collapsed[-1]:
-        return None
-    not_collapsed = np.flatnonzero(~collapsed)
-    return int(not_collapsed[-1] + 1) if len(not_collapsed) else 0
+    return first_lasting_collapse(wilson_bounds(refused_counts, n)[1])
 
 
 def _quantities(curve: Curve | None) -> dict[str, float]:
@@ -617,11 +612,6 @@ def fitted_curves(family: FamilyScaling, points: int = 60) -> pd.DataFrame:
         rows += [{"size": s.size, "flops": f, "value": v} for f, v in zip(grid, curve.predict(grid))]
     return pd.DataFrame(rows)
 
-
-def baseline_rrr(metrics: pd.DataFrame, models: Sequence[str], judge: str) -> pd.DataFrame:
-    """Day 3 RRR rows of these models under one judge, from the metrics table."""
-    rows = metrics[(metrics["metric"] == "RRR") & (metrics["day"].astype(int) == 3) & (metrics["judge"] == judge)]
-    return rows[rows["model"].isin(models)]
 
 
 # ---------------------------------------------------------------------------
