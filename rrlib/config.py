@@ -283,8 +283,8 @@ class ModelSpec:
 #   MLP width = 3h; the same corpus, the same 3 epochs and the same optimiser settings at
 #   every size, so every member sees the same training tokens and size is the only variable.
 # Non-embedding parameters (13 * depth * h^2 + norms) span 26.8k (xs) to 853k (xl): 32x. The widths between
-# are dense where the gate is passed (64-128): a size trend needs four gated sizes, and on the dev split widths
-# below 64 refused at most ~0.82 of harmful prompts whatever the recipe (data/dev; see the note on epochs below).
+# are dense where the gate is passed (64-128): a size trend needs four gated sizes, and on the dev split width 32
+# refused at most 0.817 of harmful prompts with every recipe tried (data/dev; see the note on epochs below).
 # Depth grows with width so that the span reaches 30x without a width at which the embedding
 # (vocabulary 2048) is nearly the whole model, as it was for the old 1-layer, 8-wide organism.
 # Each size is built with seeds FAMILY_BUILD_SEEDS: `organism-m` is seed 0, `organism-m-seed1`
