@@ -43,9 +43,16 @@ def _p3_p4(quick: bool, log: Callable[[str], None]) -> dict[str, dict[str, Any]]
     return {"p3_study": p3, "p4_memory": p4}
 
 
+def _p5(quick: bool, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    from bench import p5_attacks
+
+    return {"p5_attacks": p5_attacks.run(quick, log)}
+
+
 # P3 and P4 are one measurement: asking for either runs both.
 BENCHMARKS: dict[str, tuple[Runner, tuple[str, ...]]] = {
     "p1": (_p1, ("p1",)), "p2": (_p2, ("p2",)), "p3": (_p3_p4, ("p3", "p4")), "p4": (_p3_p4, ("p3", "p4")),
+    "p5": (_p5, ("p5",)),
 }
 
 
@@ -63,8 +70,8 @@ def parse_only(text: str | None) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m bench.run``."""
     parser = argparse.ArgumentParser(prog="python -m bench.run",
-                                     description="Run the benchmarks (P1-P4; see bench/README.md).")
-    parser.add_argument("--only", default=None, help="comma-separated subset of p1,p2,p3,p4 (p3 and p4 run together)")
+                                     description="Run the benchmarks (P1-P5; see bench/README.md).")
+    parser.add_argument("--only", default=None, help="comma-separated subset of p1,p2,p3,p4,p5 (p3 and p4 run together)")
     parser.add_argument("--quick", action="store_true", help="tiny versions, a smoke check (results in bench/results/quick)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default bench/results, or "
                                                                 "bench/results/quick with --quick)")

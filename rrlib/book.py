@@ -561,18 +561,87 @@ def reproducibility_runs(root: Path) -> list[dict[str, Any]]:
     return runs
 
 
+DEFAULT_EXPERIMENT = "organism_scaling"  # what `make all` runs
+
+
+def experiment_runs(config: Path) -> tuple[dict[str, Any], set[tuple[str, int]]]:
+    """A named experiment's config and the ``(run name, Day)`` pairs it makes.
+
+    The book reads the config itself rather than the job plan (it never imports the runner or the plan);
+    the names follow :func:`rrlib.results.run_name` as the plan does (cross-model Days get the model list),
+    and a test keeps the two in step.
+
+    Raises
+    ------
+    RRError
+        If the file is not a readable experiment config.
+    """
+    from rrlib.config import resolve_model
+    from rrlib.days import CROSS_MODEL_NAME, parse_days
+    from rrlib.days import get as day_record
+
+    try:
+        spec = yaml.safe_load(config.read_text()) or {}
+        made = set()
+        for run in spec.get("runs") or []:
+            models, params = list(run["models"]), dict(run.get("params") or {})
+            for day in parse_days(str(run["days"])):
+                if day_record(day).cross_model:
+                    listed = [resolve_model(m).name for m in models]
+                    made.add((results.run_name(CROSS_MODEL_NAME, day, {**params, "models": listed}), day))
+                else:
+                    made |= {(results.run_name(m, day, params), day) for m in models}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, RRError) as error:
+        raise RRError(f"{config}: not a readable experiment config ({type(error).__name__}: {error})") from None
+    return spec, made
+
+
+def experiments_made(root: Path) -> tuple[pd.DataFrame, dict[tuple[str, int], str]]:
+    """The named experiments (``experiments/*/config.yaml``) and which committed runs each one makes.
+
+    Returns
+    -------
+    tuple of (pandas.DataFrame, dict)
+        One row per experiment (its command, what it needs, how many of its runs are in this book), and
+        ``(run name, Day)`` to the experiment that makes it (the default study first, for runs it shares).
+    """
+    executed = results.executed_runs(_results_root(root))
+    made: dict[tuple[str, int], str] = {}
+    rows = []
+    for config in sorted((root / "experiments").glob("*/config.yaml"),
+                         key=lambda path: (path.parent.name != DEFAULT_EXPERIMENT, path.parent.name)):
+        name = config.parent.name
+        try:
+            spec, planned = experiment_runs(config)
+        except RRError as error:
+            rows.append({"experiment": name, "command": "", "needs": "", "runs in this book": f"cannot plan: {error}"})
+            continue
+        present = {key for key in planned if key[1] in executed.get(key[0], [])}
+        for key in sorted(present):
+            made.setdefault(key, name)
+        requires = spec.get("requires") or {}
+        needs = [what for what, key in (("GPU", "gpu"), ("hub", "hub")) if requires.get(key)]
+        rows.append({"experiment": name, "description": spec.get("description", ""),
+                     "command": f"./experiments/{name}/run.sh", "needs": ", ".join(needs) or "CPU only",
+                     "runs in this book": f"{len(present)} of {len(planned)}"})
+    return pd.DataFrame(rows), made
+
+
 def _value(value: Any) -> str:
     """A parameter value as it would be written in JSON (``null``, ``[0, 10]``, ``"organism-m"``)."""
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def reproducibility_page(runs: list[dict[str, Any]]) -> str:
+def reproducibility_page(runs: list[dict[str, Any]], experiments: pd.DataFrame | None = None,
+                         made: dict[tuple[str, int], str] | None = None) -> str:
     """The Reproducibility page: each run's timings, commit and environment, and every Day's parameters.
 
     Parameters
     ----------
     runs : list of dict
         From :func:`reproducibility_runs`.
+    experiments, made : optional
+        From :func:`experiments_made`: the named experiments and which run each one makes.
 
     Returns
     -------
@@ -583,7 +652,8 @@ def reproducibility_page(runs: list[dict[str, Any]]) -> str:
     rows = []
     for run in runs:
         provenance = run["provenance"]
-        row = {"run": run["name"], "Day": run["title"]}
+        row = {"run": run["name"], "Day": run["title"],
+               "made by": (made or {}).get((run["name"], run["day"]), "rr run (no named experiment)")}
         if provenance:
             env = provenance.get("environment") or {}
             entry = environments.setdefault(_value(env), {"index": len(environments) + 1, "environment": env,
@@ -611,13 +681,16 @@ def reproducibility_page(runs: list[dict[str, Any]]) -> str:
         parameters_by_day.append({"title": DAYS[day].title, "table": table if saved else None,
                                   "unsaved": [run["name"] for run in of_day if run["parameters"] is None]})
     return render("reproducibility.md.jinja", runs=runs, run_table=pd.DataFrame(rows), environments=envs,
-                  parameters=parameters_by_day, missing=sum(1 for run in runs if not run["provenance"]))
+                  parameters=parameters_by_day, missing=sum(1 for run in runs if not run["provenance"]),
+                  experiments=experiments)
 
 
 def write_reproducibility_page(root: Path | None = None) -> Path:
     """Generate ``book/reproducibility.md`` from each run's config and provenance (:func:`reproducibility_page`)."""
     root = root or project_root()
-    return atomic_write_text(root / BOOK_DIR / "reproducibility.md", reproducibility_page(reproducibility_runs(root)))
+    table, made = experiments_made(root)
+    return atomic_write_text(root / BOOK_DIR / "reproducibility.md",
+                             reproducibility_page(reproducibility_runs(root), table, made))
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
+from rrlib.defense import DEFENSES, DEFAULT_RHO, check_defense
 from rrlib.errors import ConfigError
 
 T = TypeVar("T")
@@ -191,9 +192,26 @@ class GenerationConfig:
         return key
 
 
+# The attacks Day 4 can run (its ``attack`` parameter), each billed in the same units (examples, tokens, FLOPs):
+#   lora           LoRA fine-tuning on harmful requests with generic compliance (Qi et al. 2023; Lermen et al. 2023)
+#   full           full fine-tuning of every weight on the same data
+#   benign         LoRA fine-tuning on benign instructions only (Qi et al. 2023, tier 3); no harmful example
+#   orthogonalize  refusal-direction weight orthogonalization (Arditi et al. 2024); a grid step is the number of
+#                  harmful (and harmless) prompts whose forward passes estimate the direction
+ATTACKS: tuple[str, ...] = ("lora", "full", "benign", "orthogonalize")
+# Default learning rate per training attack. Full fine-tuning moves every weight, so it takes a 10x smaller rate
+# than the adapters. Chosen on the dev split (organism-m, attack seed 0, judge arditi12): at 1e-3 full fine-tuning
+# removed every dev refusal by step 10, the first grid step, so its curve is not resolved on the grid; at 1e-4
+# dev RRR went 0.792 (step 10), 0.633 (25), 0.283 (50), 0.017 (100).
+DEFAULT_LEARNING_RATES: dict[str, float] = {"lora": 1e-3, "benign": 1e-3, "full": 1e-4, "orthogonalize": 0.0}
+# FLOPs per token processed: forward and backward through frozen weights (adapters: 4N), with weight gradients
+# (full fine-tuning: 6N), or forward passes only (orthogonalization's direction estimate: 2N).
+FLOPS_PER_TOKEN: dict[str, int] = {"lora": 4, "benign": 4, "full": 6, "orthogonalize": 2}
+
+
 @dataclass(frozen=True)
 class AttackConfig:
-    """An adversarial LoRA fine-tune: one training run, adapters at grid steps."""
+    """One attack run (``method`` in :data:`ATTACKS`): a checkpoint at every grid step."""
 
     grid_steps: tuple[int, ...] = (0, 10, 25, 50, 100)
     rank: int = 8
@@ -204,8 +222,10 @@ class AttackConfig:
     target_modules: tuple[str, ...] | None = None  # None: resolved per architecture
     max_length: int = 256
     seed: int = 0
+    method: str = "lora"
 
     def __post_init__(self) -> None:
+        _require(self.method in ATTACKS, f"unknown attack {self.method!r}; choose one of {', '.join(ATTACKS)}")
         steps = tuple(self.grid_steps)
         _require(len(steps) > 0, "grid_steps must list at least one step, e.g. [0, 10, 25, 50, 100]")
         _require(all(_is_int(s) and s >= 0 for s in steps),
@@ -216,7 +236,8 @@ class AttackConfig:
                  f"LoRA rank must be a positive integer, got {self.rank!r}; try 8")
         _require(self.alpha > 0, f"LoRA alpha must be > 0, got {self.alpha!r}")
         _require(0 <= self.dropout < 1, f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
-        _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        _require(self.learning_rate > 0 or self.method == "orthogonalize",
+                 f"learning_rate must be > 0, got {self.learning_rate!r}")
         _require(_is_int(self.batch_size) and self.batch_size > 0,
                  f"attack batch_size must be a positive integer, got {self.batch_size!r}")
         object.__setattr__(self, "grid_steps", steps)
@@ -225,8 +246,19 @@ class AttackConfig:
 
     @property
     def recipe(self) -> str:
-        """A short human-readable recipe name, e.g. ``lora-r8-lr0.001-s0``."""
-        return f"lora-r{self.rank}-lr{self.learning_rate:g}-s{self.seed}"
+        """A short human-readable recipe name, e.g. ``lora-r8-lr0.001-s0``, ``full-lr0.0001-s0``, ``orthogonalize-s0``."""
+        if self.method == "orthogonalize":
+            return f"orthogonalize-s{self.seed}"
+        if self.method == "full":
+            return f"full-lr{self.learning_rate:g}-s{self.seed}"
+        return f"{self.method}-r{self.rank}-lr{self.learning_rate:g}-s{self.seed}"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that name the run's folder (a LoRA run's identity predates ``method`` and omits it)."""
+        fields = dataclasses.asdict(self)
+        if self.method == "lora":
+            fields.pop("method")
+        return fields
 
 
 # ---------------------------------------------------------------------------
@@ -254,6 +286,13 @@ class OrganismSpec:
     batch_size: int = 32
     seed: int = 0
     corpus_fraction: float = 1.0  # share of the corpus rows used (1.0 for every named organism)
+    # Tamper-resistance defense applied during the build (its alignment stage): "none" or "vaccine"
+    # (rrlib.defense), with Vaccine's perturbation radius. Undefended recipes hash without these two keys.
+    defense: str = "none"
+    defense_rho: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_defense(self.defense, self.defense_rho)
 
 
 @dataclass(frozen=True)
@@ -315,12 +354,29 @@ def family_spec(width: int, seed: int = 0) -> OrganismSpec:
                         seed=int(seed))
 
 
-def member_name(size: str, seed: int) -> str:
-    """The registry name of one family member, e.g. ``organism-m`` (seed 0) or ``organism-m-seed1``."""
-    return f"organism-{size}" if seed == 0 else f"organism-{size}-seed{seed}"
+# Defended members: the same spec plus a defense, named with a suffix (``organism-m-seed1-vaccine``).
+_DEFENDED = "|".join(d for d in DEFENSES if d != "none")
+_DEFENSE_SUFFIX = re.compile(rf"-({_DEFENDED})$")
+_SEED_SUFFIX = re.compile(rf"-seed\d+(?=(-({_DEFENDED}))?$)")
 
 
-def family_members(sizes: Sequence[str] | None = None, seeds: Sequence[int] = FAMILY_BUILD_SEEDS) -> list[str]:
+def _check_family_defense(defense: str) -> None:
+    _require(defense in DEFENSES, f"unknown defense {defense!r}; use one of: {', '.join(DEFENSES)}")
+
+
+def member_name(size: str, seed: int, defense: str = "none") -> str:
+    """The registry name of one family member.
+
+    E.g. ``organism-m`` (seed 0), ``organism-m-seed1``, and with ``defense="vaccine"``
+    ``organism-m-vaccine`` or ``organism-m-seed1-vaccine``.
+    """
+    _check_family_defense(defense)
+    name = f"organism-{size}" if seed == 0 else f"organism-{size}-seed{seed}"
+    return name if defense == "none" else f"{name}-{defense}"
+
+
+def family_members(sizes: Sequence[str] | None = None, seeds: Sequence[int] = FAMILY_BUILD_SEEDS,
+                   defense: str = "none") -> list[str]:
     """Registry names of the family members, size by size (smallest first), seed by seed.
 
     Parameters
@@ -329,25 +385,46 @@ def family_members(sizes: Sequence[str] | None = None, seeds: Sequence[int] = FA
         Size labels (keys of :data:`FAMILY_WIDTHS`); all of them by default.
     seeds : sequence of int
         Build seeds.
+    defense : str
+        ``"none"`` (the undefended family) or a defense of :data:`rrlib.defense.DEFENSES` (its defended twins).
 
     Returns
     -------
     list of str
-        E.g. ``["organism-xs", "organism-xs-seed1", ...]``.
+        E.g. ``["organism-xs", "organism-xs-seed1", ...]`` or ``["organism-xs-vaccine", ...]``.
     """
+    _check_family_defense(defense)
     chosen = list(FAMILY_WIDTHS) if sizes is None else list(sizes)
     unknown = [s for s in chosen if s not in FAMILY_WIDTHS]
     if unknown:
         raise ConfigError(f"unknown organism size(s) {unknown}; the family has {', '.join(FAMILY_WIDTHS)}")
-    return [member_name(size, seed) for size in chosen for seed in seeds]
+    return [member_name(size, seed, defense) for size in chosen for seed in seeds]
 
 
 def size_of(model: str) -> str:
     """The size a model belongs to: its name without the ``-seed<k>`` build-seed suffix.
 
-    Models outside the organism family are their own size.
+    Defended organisms form their own size groups (``organism-m-seed1-vaccine`` is in
+    ``organism-m-vaccine``). Models outside the organism family are their own size.
     """
-    return re.sub(r"-seed\d+$", "", model) if model.startswith("organism-") else model
+    return _SEED_SUFFIX.sub("", model) if model.startswith("organism-") else model
+
+
+def defense_of(model: str) -> str:
+    """The defense an organism was built with (``"vaccine"`` or ``"none"``); ``"none"`` for any other model."""
+    spec = REGISTRY.get(model)
+    if spec is not None and spec.organism is not None:
+        return spec.organism.defense
+    found = _DEFENSE_SUFFIX.search(model) if model.startswith("organism-") else None
+    return found.group(1) if found else "none"
+
+
+def undefended(model: str) -> str:
+    """The undefended twin of a defended organism (``organism-m-seed1-vaccine`` -> ``organism-m-seed1``).
+
+    Any other name is returned unchanged.
+    """
+    return _DEFENSE_SUFFIX.sub("", model) if model.startswith("organism-") else model
 
 
 def build_seed(model: str) -> int:
@@ -360,6 +437,12 @@ ORGANISMS: dict[str, OrganismSpec] = {
     member_name(size, seed): family_spec(width, seed)
     for size, width in FAMILY_WIDTHS.items() for seed in FAMILY_BUILD_SEEDS
 }
+# The Vaccine-defended twins (rrlib.defense), registered after the undefended family so its order is unchanged.
+ORGANISMS.update({
+    member_name(size, seed, "vaccine"): dataclasses.replace(family_spec(width, seed), defense="vaccine",
+                                                            defense_rho=DEFAULT_RHO)
+    for size, width in FAMILY_WIDTHS.items() for seed in FAMILY_BUILD_SEEDS
+})
 
 DEFAULT_ORGANISM = "organism-m"
 

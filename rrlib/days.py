@@ -82,7 +82,7 @@ DAYS: dict[int, Day] = {day.number: day for day in (
         "Before any attack, how often does the model refuse held-out harmful requests, and wrongly refuse benign ones?",
         reads=(), owns=("metrics",), cost=1.0),
     Day(4, "Day4_attack.ipynb", "Day 4 · Attack",
-        "What does a cheap adversarial LoRA fine-tune train, and what does it cost?",
+        "What does a cheap attack on safety training change, and what does it cost?",
         reads=(3,), owns=("compute",), cost=0.5),
     Day(5, "Day5_after_attack.ipynb", "Day 5 · After the attack",
         "How much refusal survives at each step of the attack, and is the refusal direction destroyed or bypassed?",

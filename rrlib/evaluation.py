@@ -8,6 +8,7 @@ generation columns plus ``refused``, ``score`` and ``parsed``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -24,6 +25,7 @@ from rrlib.judges.validation import error_counts
 from rrlib.metrics import (Estimate, bootstrap_interval, compliance_error, over_refusal_rate,
                            refusal_robustness_rate, response_drift, wilson_interval)
 from rrlib.models import LoadedModel, check_adapter_base
+from rrlib.utility import reference_answers, utility_loss
 
 if TYPE_CHECKING:
     from rrlib.attack import AttackResult
@@ -172,7 +174,8 @@ def verdict_shares(judged: pd.DataFrame) -> list[Estimate]:
     return estimates
 
 
-WIDE_METRICS = ("RRR", "RRR_corrected", "CE", "over_refusal", "partial", "degenerate", "RD", "RD_mean", "changed")
+WIDE_METRICS = ("RRR", "RRR_corrected", "CE", "over_refusal", "partial", "degenerate", "RD", "RD_mean", "changed",
+                "utility_loss", "degenerate_benign")
 SHARED_VERDICTS = ("partial", "degenerate")  # verdict classes reported as shares beside RRR at every step
 
 
@@ -273,7 +276,10 @@ class AttackEvaluation:
     ``steps`` is long: one row per (step, metric, judge): every judge's RRR,
     CE, over-refusal and partial and degenerate shares at every step, and the
     response drift (judge ``sbert``: RD, its mean ``RD_mean`` and the share of
-    responses that changed, ``changed``) at every step. ``judged`` holds every
+    responses that changed, ``changed``) at every step, and utility at every
+    step: the held-out benign reference-answer loss (judge ``reference``:
+    ``utility_loss``) and the share of benign answers judged degenerate
+    (``degenerate_benign``). ``judged`` holds every
     judge's per-prompt verdicts on the harmful prompts at every step, so that
     Day 6 can be rerun under any judge without generating again.
     """
@@ -287,7 +293,7 @@ class AttackEvaluation:
 
     def primary(self) -> pd.DataFrame:
         """The rows of the primary judge and RD: one value per (step, metric)."""
-        return self.steps[self.steps["judge"].isin([self.judge, "sbert"])]
+        return self.steps[self.steps["judge"].isin([self.judge, "sbert", "reference"])]
 
     def wide(self) -> pd.DataFrame:
         """One row per step: each metric's value and interval as columns."""
@@ -339,6 +345,7 @@ def evaluate_attack(lm: LoadedModel, sets: "PromptSets", attack: "AttackResult",
             check_adapter_base(lm, folder)
     harmful = judge_at_steps(lm, sets.harmful, attack.adapters, gen, judge, progress, "harmful")
     benign = judge_at_steps(lm, sets.benign, attack.adapters, gen, judge, progress, "benign")
+    references = reference_answers(sets.benign, lm.spec)
     extras = [j for j in dict.fromkeys(judges) if j != judge]
     judged = {judge: harmful}
     first = min(attack.adapters)
@@ -348,6 +355,10 @@ def evaluate_attack(lm: LoadedModel, sets: "PromptSets", attack: "AttackResult",
         rows += [{**e.row(), "step": step, "judge": judge}
                  for e in rate_estimates(harmful[step], benign[step], judge, label_domain(lm.spec))]
         rows += [{**e.row(), "step": step, "judge": "sbert"} for e in drift_estimates(drift, distances[step])]
+        checkpoint = None if step == 0 else attack.adapters[step]
+        rows.append({**utility_loss(lm, references, checkpoint, seed).row(), "step": step, "judge": "reference"})
+        degenerate_benign = dataclasses.replace(verdict_shares(benign[step])[1], metric="degenerate_benign")
+        rows.append({**degenerate_benign.row(), "step": step, "judge": judge})
         for extra in extras:
             judged.setdefault(extra, {})[step] = judge_responses(harmful[step], extra)[0]
             benign_extra = judge_responses(benign[step], extra)[0]

@@ -353,6 +353,49 @@ def size_trend(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def attack_comparison(sizes: pd.DataFrame, quantity_label: str = "c50 (fitted RRR = 0.5)") -> go.Figure:
+    """Compute-to-collapse per attack x size x defense on one plot (log-log, hierarchical 95% intervals).
+
+    Parameters
+    ----------
+    sizes : pandas.DataFrame
+        :func:`rrlib.comparison.size_table`: ``attack, defense, size, non_embedding_params, value, ci_low,
+        ci_high``. Colour is the attack; an undefended size is a filled circle on a solid line, a
+        Vaccine-defended one an open diamond on a dashed line. Sizes without an estimate are left out.
+    quantity_label : str
+        What the y values are.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The figure.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    rows = sizes.dropna(subset=["value"])
+    rows = rows[rows["value"].astype(float) > 0]
+    attacks = list(dict.fromkeys(sizes["attack"]))
+    for (attack, defense), group in rows.groupby(["attack", "defense"], sort=False):
+        group = group.sort_values("non_embedding_params")
+        color = PALETTE[attacks.index(attack) % len(PALETTE)]
+        low, high = group["ci_low"].fillna(group["value"]), group["ci_high"].fillna(group["value"])
+        plain = defense == "none"
+        fig.add_trace(go.Scatter(
+            x=group["non_embedding_params"], y=group["value"], mode="lines+markers",
+            name=f"{attack}{'' if plain else ' + ' + defense}", text=group["size"],
+            marker={"size": 9, "color": color, "symbol": "circle" if plain else "diamond-open"},
+            line={"color": color, "dash": "solid" if plain else "dash"},
+            error_y={"type": "data", "symmetric": False, "array": (high - group["value"]).tolist(),
+                     "arrayminus": (group["value"] - low).tolist()}))
+    fig.update_layout(template=TEMPLATE, title=f"Attacker compute to collapse per attack, size and defense: {quantity_label}",
+                      xaxis_title="non-embedding parameters (log scale)", yaxis_title="attacker FLOPs (log scale)",
+                      height=500, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.25})
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig
+
+
 def scaling_curves(curves: pd.DataFrame, fitted: pd.DataFrame) -> go.Figure:
     """RRR against attacker compute: one line per member (coloured by size), each size's fitted curve dashed.
 

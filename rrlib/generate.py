@@ -18,6 +18,7 @@ import pandas as pd
 
 from rrlib.config import GenerationConfig, results_dir, slug, stable_hash
 from rrlib.models import LoadedModel, check_adapter_base, eos_ids, quiet_peft
+from rrlib.patches import is_patch, patch_key, patched
 from rrlib.progress import progress_bar
 from rrlib.store import append_jsonl, read_jsonl
 
@@ -33,6 +34,8 @@ def adapter_key(adapter_dir: str | Path | None) -> str:
     """Identify an adapter by the hash of its weights (``base`` for none)."""
     if adapter_dir is None:
         return "base"
+    if is_patch(adapter_dir):
+        return patch_key(adapter_dir)
     weights = Path(adapter_dir) / "adapter_model.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else "missing"
     return f"lora-{digest}"
@@ -45,10 +48,12 @@ def record_key(model_id: str, adapter: str, prompt: str, config: GenerationConfi
 
 @contextlib.contextmanager
 def adapter_active(lm: LoadedModel, adapter_dir: str | Path | None) -> Iterator[str]:
-    """Activate a LoRA adapter (or none) on ``lm.model`` for the block.
+    """Activate an attack checkpoint (a LoRA adapter, a weight patch, or none) on ``lm.model`` for the block.
 
     Adapters are loaded once into a shared ``PeftModel`` and switched by name,
-    so evaluating many grid steps loads the base model once.
+    so evaluating many grid steps loads the base model once. A weight patch
+    (:mod:`rrlib.patches`) is swapped into the base weights for the block and
+    swapped out afterwards.
 
     Parameters
     ----------
@@ -73,6 +78,12 @@ def adapter_active(lm: LoadedModel, adapter_dir: str | Path | None) -> Iterator[
             yield key
         return
     check_adapter_base(lm, adapter_dir)
+    if is_patch(adapter_dir):  # full fine-tuning or orthogonalization: the base weights themselves change
+        base = lm.model.disable_adapter() if isinstance(lm.model, PeftModel) else contextlib.nullcontext()
+        with base, patched(lm.model, adapter_dir):
+            lm.model.eval()
+            yield key
+        return
     name = key.replace("-", "_")
     with quiet_peft():
         if not isinstance(lm.model, PeftModel):
@@ -122,7 +133,8 @@ def generate(lm: LoadedModel, prompts: pd.DataFrame, config: GenerationConfig | 
     if backend == "vllm":
         from rrlib.vllm_backend import vllm_usable
 
-        backend = "vllm" if vllm_usable(lm) else "hf"
+        # vLLM serves LoRA adapters; a weight patch (full fine-tuning, orthogonalization) runs on transformers
+        backend = "vllm" if vllm_usable(lm) and not is_patch(adapter_dir) else "hf"
     if backend == "hf":
         context = adapter_active(lm, adapter_dir)
     else:  # vLLM serves the adapter itself: only check it belongs to this base model

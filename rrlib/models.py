@@ -302,8 +302,8 @@ def check_adapter_base(lm: LoadedModel, adapter_dir: str | Path) -> None:
     """
     adapter_dir = Path(adapter_dir)
     meta_path = adapter_dir / "rr_adapter.json"
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise ModelError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
+    if not (adapter_dir / "adapter_config.json").exists() and not (adapter_dir / "weights.safetensors").exists():
+        raise ModelError(f"{adapter_dir}: not an attack checkpoint (no adapter_config.json or weights.safetensors)")
     if not meta_path.exists():
         return
     recorded = json.loads(meta_path.read_text())["base"]

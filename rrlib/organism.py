@@ -31,6 +31,8 @@ from typing import Any
 import pandas as pd
 
 from rrlib.config import ORGANISMS, OrganismSpec, cache_dir, project_root, stable_hash
+from rrlib import defense
+from rrlib.defense import vaccine_step
 from rrlib.errors import ConfigError, DataError
 from rrlib.progress import progress_bar
 from rrlib.store import locked, write_json
@@ -246,12 +248,16 @@ def recipe(name: str, root: Path | None = None) -> dict[str, Any]:
         JSON-serialisable; its hash names the cached build.
     """
     spec = organism_spec(name)
+    spec_fields = asdict(spec)
+    if spec.defense == "none":  # undefended recipes hash as they did before defenses existed
+        spec_fields.pop("defense")
+        spec_fields.pop("defense_rho")
     hashes = {}
     for path in corpus_paths(root):
         if not path.exists():
             raise DataError(f"{path}: organism corpus file not found; it ships with the repository")
         hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return {"name": name, "spec": asdict(spec), "corpus": hashes, "version": RECIPE_VERSION,
+    return {"name": name, "spec": spec_fields, "corpus": hashes, "version": RECIPE_VERSION,
             "max_length": MAX_LENGTH, "chat_template": CHAT_TEMPLATE,
             "training": {"variants": VARIANTS, "full_answer_share": FULL_ANSWER_SHARE, "word_dropout": DROPOUT,
                          "openers": [OPENER_WORDS, OPENER_COUNT, OPENER_MIN_PER_LABEL],
@@ -267,7 +273,9 @@ def _training_code_hash() -> str:
 
     functions = [build, answer_loss, training_examples, _variants, common_openers, length_bucketed_batches,
                  train_tokenizer,
-                 load_corpus, training.encode_chats, training.collate]
+                 load_corpus, training.encode_chats, training.collate,
+                 vaccine_step, defense.vaccine_perturbation, defense.perturbed, defense.recording_outputs,
+                 defense.decoder_layers]
     source = "".join(inspect.getsource(f) for f in functions)
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
@@ -403,11 +411,15 @@ def build(name: str, out_dir: Path, progress: bool = True, root: Path | None = N
             for indices in length_bucketed_batches(lengths, spec.batch_size, order_rng):
                 batch = [encoded[i] for i in indices]
                 input_ids, labels, mask = collate(batch, tokenizer.pad_token_id)
-                loss = answer_loss(model, input_ids, labels, mask)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
+                if spec.defense == "vaccine":  # alignment against perturbed hidden states (rrlib.defense)
+                    loss, _ = vaccine_step(model, optimizer, answer_loss, (input_ids, labels, mask), spec.defense_rho,
+                                           max_grad_norm=1.0)
+                else:
+                    loss = answer_loss(model, input_ids, labels, mask)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
                 scheduler.step()
                 losses.append(float(loss.detach()))
                 bar.update(1)

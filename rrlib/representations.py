@@ -26,26 +26,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from rrlib.architecture import decoder_layers
 from rrlib.generate import adapter_active
 from rrlib.metrics import Estimate, bootstrap_interval, wilson_interval
 from rrlib.models import LoadedModel
 
 DIRECTION_PROMPTS = 128  # harmful and harmless prompts each for fitting directions (disjoint from eval)
 VALIDATION_SHARE = 0.25  # of the direction prompts, held out to choose the layer
-
-
-def decoder_layers(model: Any) -> Any:
-    """The list of decoder blocks of a causal LM (Llama, Qwen2, Phi-3, ... and their PEFT wrappers)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
-        obj = base
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return obj
-    raise TypeError(f"cannot find the decoder layers of {type(base).__name__}")
 
 
 def direction_sets(n: int = DIRECTION_PROMPTS, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -87,8 +87,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
           ("level", "model", "size", "build_seed", "recipe", "params", "non_embedding_params", "gate", "gate_reason",
            "baseline_rrr", "baseline_rrr_ci_low", "baseline_rrr_ci_high", "over_refusal", "over_refusal_ci_high",
            "degenerate", "quantity", "value", "ci_low", "ci_high", "extrapolated", "measured", "covered", "seeds",
-           "n_prompts", "judge", "reason"),
-          key=("judge", "level", "model", "quantity"), scope=("judge",)),
+           "n_prompts", "judge", "reason", "attack", "defense"),
+          key=("judge", "attack", "defense", "level", "model", "quantity"), scope=("judge",)),
 )}
 METRIC_COLUMNS = list(TABLES["metrics"].columns)
 
@@ -309,7 +309,8 @@ def model_card(model: str, root: Path | None = None) -> dict[str, Any]:
 
 # Parameters that identify a run's inputs: a run that changes one of them is filed under its own name.
 INPUT_PARAMETERS = ("eval_path", "eval_format", "benign_path", "benign_format", "attack_path", "attack_format",
-                    "limit", "judge", "max_new_tokens", "dtype", "device", "backend", "models", "recipe")
+                    "limit", "judge", "max_new_tokens", "dtype", "device", "backend", "models", "recipe", "attack",
+                    "benign_train_path", "attacks", "defenses")
 _PATH_PARAMETERS = {"eval_path", "benign_path", "attack_path"}
 
 
@@ -360,6 +361,8 @@ def input_changes(day: int, params: Mapping[str, Any]) -> dict[str, Any]:
 def run_name(model: str, day: int, params: Mapping[str, Any] | None = None) -> str:
     """The name a run is filed under: the model's (or ``scaling``), plus ``@<hash>`` on other inputs.
 
+    A run that changes only the attack is filed as ``<model>@<attack>`` (``organism-m@full``).
+
     Parameters
     ----------
     model : str
@@ -371,6 +374,8 @@ def run_name(model: str, day: int, params: Mapping[str, Any] | None = None) -> s
     """
     base = rdays.CROSS_MODEL_NAME if rdays.get(day).cross_model else resolve_model(model_base(model)).name
     changed = input_changes(day, params or {})
+    if set(changed) == {"attack"}:  # another attack on the study's inputs reads as such: organism-m@full
+        return f"{base}@{slug(str(changed['attack']))}"
     return f"{base}@{stable_hash(changed, 8)}" if changed else base
 
 

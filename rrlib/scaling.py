@@ -282,6 +282,26 @@ def fit_curve(refused_counts: np.ndarray, n: np.ndarray, flops: np.ndarray) -> C
     return Curve(float(beta[0]), float(-beta[1]), center)
 
 
+def no_estimate_reason(refused_counts: np.ndarray, n: np.ndarray, flops: np.ndarray) -> str:
+    """Why the refusal curve gives no compute-to-collapse, in words (``""`` when it does give one).
+
+    Parameters
+    ----------
+    refused_counts, n, flops : numpy.ndarray
+        Refusals, responses and attacker compute per step.
+    """
+    attacked = flops > 0
+    k = refused_counts[attacked]
+    if len(k) < 2 or len(set((k / n[attacked]).round(12))) == 1:
+        return "no fit: refusal did not vary over the attacked steps"
+    curve = fit_curve(refused_counts, n, flops)
+    if curve is None:
+        return "no fit: refusal changed as a step between two grid points (the data separate), not as a curve"
+    if curve.b <= 0:
+        return "refusal does not fall as this attack's compute grows (fitted slope <= 0): no compute-to-collapse"
+    return ""
+
+
 def first_stays_collapsed(refused_counts: np.ndarray, n: np.ndarray) -> int | None:
     """Index of the first step from which RRR's upper Wilson bound stays below the threshold to the end.
 
@@ -320,6 +340,7 @@ class SizeFit:
     replicates: dict[str, np.ndarray]
     first_collapsed_flops: float | None
     flops_per_token: float = float("nan")
+    no_fit: str = ""  # why the pooled curve gives no compute-to-collapse ("" when it does)
 
     def interval(self, quantity: str) -> tuple[float, float]:
         """The 95% percentile interval of a quantity (NaN when over 10% of replicates have no value)."""
@@ -496,7 +517,8 @@ def analyse_family(members: Sequence[Member], gate: pd.DataFrame, n_boot: int = 
         first = first_stays_collapsed(k, n)
         sizes.append(SizeFit(size, [m.model for m in group], group[0].params, group[0].non_embedding_params, flops,
                              _quantities(fit_curve(k, n, flops)), replicates,
-                             None if first is None else float(flops[first]), group[0].flops_per_token))
+                             None if first is None else float(flops[first]), group[0].flops_per_token,
+                             no_estimate_reason(k, n, flops)))
     member_fits = {m.model: _member_fit(m, draws) for m in members}
     trends = {q: _trend(q, sizes, n_boot) for q in QUANTITIES}
     trends["c50_tokens"] = _trend("c50_flops", sizes, n_boot, per_token=True)
@@ -525,8 +547,9 @@ def _member_rows(family: FamilyScaling) -> list[dict]:
             attacked = m.flops[m.flops > 0]
             rows.append({**base, "quantity": quantity, "value": value, "ci_low": low, "ci_high": high,
                          "extrapolated": bool(np.isfinite(value) and not attacked.min() <= value <= attacked.max()),
-                         "reason": "" if np.isfinite(value) else "the refusal curve could not be fitted "
-                                   "(refusal did not vary, or fell as a step between two grid points)"})
+                         "reason": "" if np.isfinite(value) else
+                         (no_estimate_reason(m.refused.sum(axis=0), np.full(len(m.steps), len(m.ids)), m.flops)
+                          or "the fitted curve does not reach this rate")})
     return rows
 
 
@@ -540,7 +563,7 @@ def _size_rows(family: FamilyScaling) -> list[dict]:
             low, high = s.interval(quantity)
             value = s.point[quantity]
             reason = "" if np.isfinite(low) else (
-                "no fit: refusal did not vary" if not np.isfinite(value) else
+                (s.no_fit or "the fitted curve does not reach this rate") if not np.isfinite(value) else
                 "over 10% of bootstrap replicates could not be fitted; no interval")
             rows.append({**base, "quantity": quantity, "value": value, "ci_low": low, "ci_high": high,
                          "extrapolated": s.extrapolated(quantity), "reason": reason,
@@ -630,7 +653,8 @@ class StudyTables:
 
 
 def analyse(tables: StudyTables, models: Sequence[str], judge: str, recipe: str | None = None,
-            n_boot: int = N_BOOT, seed: int = 0) -> FamilyScaling:
+            n_boot: int = N_BOOT, seed: int = 0,
+            identity: Mapping[str, tuple[str, int]] | None = None) -> FamilyScaling:
     """Gate the members, load their trajectories and analyse the family under one judge.
 
     Parameters
@@ -645,6 +669,9 @@ def analyse(tables: StudyTables, models: Sequence[str], judge: str, recipe: str 
         Attack recipe; each member's first by default.
     n_boot, seed : int
         Hierarchical bootstrap replicates and seed.
+    identity : mapping, optional
+        Model to ``(size, build seed)``; by default read from the organism names
+        (:func:`rrlib.config.size_of`, :func:`rrlib.config.build_seed`).
 
     Returns
     -------
@@ -652,7 +679,7 @@ def analyse(tables: StudyTables, models: Sequence[str], judge: str, recipe: str 
     """
     from rrlib.config import build_seed, size_of
 
-    identity = {m: (size_of(m), build_seed(m)) for m in models}
+    identity = dict(identity) if identity else {m: (size_of(m), build_seed(m)) for m in models}
     gate = gate_table(tables.metrics, identity, judge)
     members = [load_member(m, *identity[m], judge, tables.verdicts[m], tables.compute, *tables.sizes[m], recipe)
                for m in models]

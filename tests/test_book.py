@@ -557,16 +557,38 @@ def test_reproducibility_page_reads_configs_and_provenance(tmp_path):
                    {"model": name, "day": 3, "params": {"model": name, "limit": None, "seed": 0}})
     environment = {"python": "3.11.7", "torch": "2.13.0+cpu", "git_commit": "0dc046c", "cuda": False}
     write_json(results.provenance_path("organism-m", 3, root), {"environment": environment, "seconds": 41.26})
-    page = rrbook.reproducibility_page(rrbook.reproducibility_runs(tmp_path))
+    made = {("organism-m", 3): "attacks_and_defense"}
+    experiments = pd.DataFrame([{"experiment": "attacks_and_defense", "command": "./experiments/attacks_and_defense/run.sh",
+                                 "needs": "CPU only", "runs in this book": "1 of 145"}])
+    page = rrbook.reproducibility_page(rrbook.reproducibility_runs(tmp_path), experiments, made)
     assert page.startswith("# Reproducibility\n") and page.count("\n# ") == 0
-    assert f"| organism-m | {DAYS[3].title} | 41.3 | 0dc046c | environment 1 |" in page
-    assert f"| organism-s | {DAYS[3].title} | {rrbook.NOT_EXECUTED} | {rrbook.NOT_EXECUTED} | {rrbook.NOT_EXECUTED} |" in page
+    assert f"| organism-m | {DAYS[3].title} | attacks_and_defense | 41.3 | 0dc046c | environment 1 |" in page
+    assert (f"| organism-s | {DAYS[3].title} | rr run (no named experiment) | {rrbook.NOT_EXECUTED} | "
+            f"{rrbook.NOT_EXECUTED} | {rrbook.NOT_EXECUTED} |") in page
+    assert "## Named experiments" in page and "| attacks_and_defense | ./experiments/attacks_and_defense/run.sh |" in page
     assert "1 of 2 runs were not executed on this machine" in page
     assert "| torch | 2.13.0+cpu |" in page and f"Used by organism-m ({DAYS[3].title})." in page
     assert '| model | "organism-m" | "organism-s" |' in page and "| limit | null | null |" in page
     fresh = rrbook.reproducibility_page([run for run in rrbook.reproducibility_runs(tmp_path)
                                          if run["name"] == "organism-s"])
     assert "None of these runs was executed on this machine" in fresh and "## Environments" not in fresh
+
+
+def test_experiments_are_planned_and_credit_shared_runs_to_the_default_study():
+    """Every named experiment plans its runs; a run both the default study and another experiment make is
+    credited to the default study (what `make all` runs)."""
+    from rrlib import experiments, jobs
+    from rrlib.days import parse_days
+
+    for config in sorted((ROOT / "experiments").glob("*/config.yaml")):  # the book's reading = the job plan's
+        plan = {(job.name, job.day) for spec in experiments.load(config).runs
+                for job in jobs.plan_jobs(spec.models, parse_days(spec.days), spec.params)}
+        assert rrbook.experiment_runs(config)[1] == plan, config
+    table, made = rrbook.experiments_made(ROOT)
+    assert set(table["experiment"]) >= {"organism_scaling", "attacks_and_defense"}
+    assert not table["runs in this book"].str.startswith("cannot plan").any()
+    assert made.get(("organism-m", 4)) == "organism_scaling"
+    assert made.get(("organism-m@full", 4), "attacks_and_defense") == "attacks_and_defense"
 
 
 def test_data_sets_are_counted_from_the_notebooks_default_files():

@@ -194,3 +194,62 @@ def test_day6_gates_and_fits_what_days_3_to_5_wrote(days_6_and_7):
         nb = nbformat.read(name / f"Day{day}.ipynb", as_version=4)
         assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                     if o.output_type == "error"]
+
+
+ATTACK_STEPS = {"full": [0, 10, 30], "benign": [0, 10, 30], "orthogonalize": [0, 4, 16]}
+
+
+@pytest.fixture(scope="module")
+def attacks_study(study, tmp_path_factory) -> Path:
+    """The other three attacks on the study's organism (Days 4-5 each, by the ``attack`` parameter), then Day 6
+    comparing all four, in a copy of the study's results."""
+    import shutil
+
+    results = tmp_path_factory.mktemp("attacks") / "results"
+    shutil.copytree(study, results)
+    for method, steps in ATTACK_STEPS.items():
+        proc = subprocess.run([sys.executable, "-m", "rrlib.cli", "run", "--models", MODEL, "--days", "4-5",
+                               "--param", f"attack={method}", "--param", f"grid_steps={json.dumps(steps)}",
+                               "--param", "analyses=false"],
+                              cwd=ROOT, env=_env(results), capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "rrlib.cli", "run", "--models", MODEL, "--days", "6",
+                           "--param", f'models=["{MODEL}"]', "--param", "n_boot=200",
+                           "--param", 'attacks=["lora", "full", "benign", "orthogonalize"]'],
+                          cwd=ROOT, env=_env(results), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return results
+
+
+@pytest.mark.parametrize("method", sorted(ATTACK_STEPS))
+def test_each_attack_is_filed_billed_and_measured_with_utility_at_every_step(attacks_study, method):
+    run = attacks_study / "runs" / f"{MODEL}@{method}"
+    metrics = pd.read_csv(run / "metrics" / "metrics.csv")
+    day5 = metrics[metrics["day"] == 5]
+    assert set(day5["recipe"]) == {next(r for r in day5["recipe"] if r.startswith(method))}
+    for metric in ("RRR", "over_refusal", "degenerate_benign", "utility_loss"):
+        steps = set(day5.loc[day5["metric"] == metric, "step"])
+        assert steps == set(ATTACK_STEPS[method]), f"{method}: {metric} at steps {sorted(steps)}"
+    loss = day5[day5["metric"] == "utility_loss"]
+    assert loss["value"].notna().all() and (loss["ci_low"] <= loss["value"]).all() and (loss["n"] == 128).all()
+    # Step 0 is the unattacked model: the same RRR as Day 3, and the same as the LoRA run's step 0.
+    study = pd.read_csv(attacks_study / "metrics" / "metrics.csv")
+    judge = json.loads((run / "Day5.config.json").read_text())["judge"]
+    assert _metric(day5.assign(model=MODEL), 5, 0, "RRR", judge)["value"] == \
+        pytest.approx(_metric(study, 3, 0, "RRR", judge)["value"])
+    compute = pd.read_csv(run / "metrics" / "compute.csv")
+    assert sorted(compute["step"]) == ATTACK_STEPS[method] and compute["recipe"].str.startswith(method).all()
+
+
+def test_day6_compares_the_four_attacks_on_one_compute_axis(attacks_study):
+    [folder] = [p for p in (attacks_study / "runs").glob("scaling@*") if (p / "Day6.ipynb").exists()]
+    scaling = pd.read_csv(folder / "metrics" / "scaling.csv")
+    assert set(scaling["attack"]) == {"lora", "full", "benign", "orthogonalize"} and set(scaling["defense"]) == {"none"}
+    sizes = scaling[(scaling["level"] == "size") & (scaling["quantity"] == "c50_flops")]
+    assert len(sizes) == 4  # one size per attack
+    # A size without a c50 says why in words; none is a bare NaN.
+    assert (sizes["value"].notna() | sizes["reason"].fillna("").str.len().gt(0)).all()
+    nb = nbformat.read(folder / "Day6.ipynb", as_version=4)
+    text = json.dumps([o for c in nb.cells for o in c.get("outputs", [])])
+    assert "Most harmful attack setting within the utility budget" in text and "cheapest undefended attack" in text
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]

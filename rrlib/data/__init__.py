@@ -27,6 +27,7 @@ from rrlib.errors import DataError
 DEFAULT_EVAL = "data/raw/redteam_eval.csv"
 DEFAULT_BENIGN = "data/raw/benign_eval.csv"
 DEFAULT_ATTACK = "data/raw/attack_train.jsonl"
+DEFAULT_BENIGN_TRAIN = "data/raw/benign_train.jsonl"  # benign instructions: the `benign` attack's data
 DEFAULT_DEV_HARMFUL = "data/dev/dev_harmful.csv"  # tuning recipes and attack settings; eval is for reporting only
 DEFAULT_DEV_BENIGN = "data/dev/dev_benign.csv"
 # The organism's safety-training corpus (read by rrlib.organism, a layer above; the paths are repeated here
