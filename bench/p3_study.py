@@ -78,6 +78,14 @@ def study_command(config: Path | None = None) -> tuple[list[str], str]:
     return argv + ["--force"], source
 
 
+def write_quick_config(folder: Path, name: str, experiment: dict[str, Any]) -> Path:
+    """Write a ``--quick`` experiment config to ``<folder>/experiments/<name>/config.yaml`` and return its path."""
+    path = folder / "experiments" / name / "config.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(experiment, sort_keys=False))
+    return path
+
+
 def config_of(study: list[str]) -> Path:
     """The experiment config named in a study command."""
     return PROJECT / next(arg for arg in study if arg.endswith((".yaml", ".yml")))
@@ -186,11 +194,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> tuple[dict[s
 
     with tempfile.TemporaryDirectory(prefix="rr-bench-p3-") as tmp:
         tmp_path = Path(tmp)
-        quick_config = None
-        if quick:
-            quick_config = tmp_path / "experiments" / "bench-quick" / "config.yaml"
-            quick_config.parent.mkdir(parents=True)
-            quick_config.write_text(yaml.safe_dump(QUICK_EXPERIMENT, sort_keys=False))
+        quick_config = write_quick_config(tmp_path, "bench-quick", QUICK_EXPERIMENT) if quick else None
         study, source = study_command(quick_config)
         log(f"P3: {shlex.join(study)} (from {source}), then rr book; cold, then warm")
         passes = [one_pass("cold", study, tmp_path / "cold-cache", tmp_path / "cold-root", quick, log),

@@ -15,11 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from bench.breakdown import largest_jobs, parse_jobs
 from bench.measure import run_measured
-from bench.p3_study import KEEP_LINES, PROJECT, rr_command
+from bench.p3_study import KEEP_LINES, PROJECT, rr_command, write_quick_config
 
 EXPERIMENT = PROJECT / "experiments" / "attacks_and_defense" / "config.yaml"
 QUICK_EXPERIMENT = {
@@ -44,11 +42,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict[str, An
     """
     with tempfile.TemporaryDirectory(prefix="rr-bench-p5-") as tmp:
         tmp_path = Path(tmp)
-        config = EXPERIMENT
-        if quick:
-            config = tmp_path / "experiments" / "bench-quick-p5" / "config.yaml"
-            config.parent.mkdir(parents=True)
-            config.write_text(yaml.safe_dump(QUICK_EXPERIMENT, sort_keys=False))
+        config = write_quick_config(tmp_path, "bench-quick-p5", QUICK_EXPERIMENT) if quick else EXPERIMENT
         command = [*rr_command(), "experiment", "run", str(config), "--jobs", "2", "--force"]
         env = {**os.environ, "RR_CACHE_DIR": str(tmp_path / "cache"), "RR_RESULTS_DIR": str(tmp_path / "results"),
                "RR_PROGRESS": "0", "RR_ROOT": str(PROJECT)}

@@ -332,14 +332,33 @@ def result_figures(metrics: pd.DataFrame, results_root: Path, judge: str) -> lis
     return drawn
 
 
-def results_page(metrics: pd.DataFrame, drawn: list[dict[str, str]] | None = None) -> str:
-    """The Results page from the metrics table (and the figures drawn from it, :func:`result_figures`)."""
+def attack_comparisons(root: Path) -> list[dict[str, Any]]:
+    """The Day 6 runs that compare several attacks or defenses: their page and what they compare."""
+    results_root = _results_root(root)
+    found = []
+    for name, days in results.executed_runs(results_root).items():
+        config = results.run_file(name, 6, ".config.json", results_root)
+        if 6 not in days or not config.exists():
+            continue
+        params = read_json(config).get("params", {})
+        attacks, defenses = params.get("attacks") or ["lora"], params.get("defenses") or ["none"]
+        if len(attacks) > 1 or len(defenses) > 1:
+            page = results.run_file(name, 6, ".ipynb", results_root)
+            found.append({"name": name, "attacks": ", ".join(attacks), "defenses": ", ".join(defenses),
+                          "link": Path(os.path.relpath(page, root / BOOK_DIR)).as_posix()})
+    return found
+
+
+def results_page(metrics: pd.DataFrame, drawn: list[dict[str, str]] | None = None,
+                 comparisons: list[dict[str, Any]] | None = None) -> str:
+    """The Results page from the metrics table (and the figures drawn from it, :func:`result_figures`), with
+    links to the attack-and-defense comparisons (:func:`attack_comparisons`)."""
     table = headline_table(metrics)
     if table.empty:
-        return render("results.md.jinja", headline=None)
+        return render("results.md.jinja", headline=None, comparisons=comparisons or [])
     organisms = sorted(m for m in table["model"].unique() if str(m).startswith("organism"))
     return render("results.md.jinja", headline=table, organisms=organisms, figures=drawn or [],
-                  judge=_primary_judge(metrics[metrics["day"].astype(int) == 5]))
+                  judge=_primary_judge(metrics[metrics["day"].astype(int) == 5]), comparisons=comparisons or [])
 
 
 def write_results_page(root: Path | None = None) -> Path:
@@ -350,7 +369,8 @@ def write_results_page(root: Path | None = None) -> Path:
     drawn = []
     if not headline_table(metrics).empty:
         drawn = result_figures(metrics, results_root, _primary_judge(metrics[metrics["day"].astype(int) == 5]))
-    return atomic_write_text(root / BOOK_DIR / "results.md", results_page(metrics, drawn))
+    return atomic_write_text(root / BOOK_DIR / "results.md",
+                             results_page(metrics, drawn, attack_comparisons(root)))
 
 
 # ---------------------------------------------------------------------------

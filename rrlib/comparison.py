@@ -31,8 +31,8 @@ SIZE_COLUMNS = ["attack", "defense", "size", "non_embedding_params", "seeds", "v
 TREND_COLUMNS = ["attack", "defense", "quantity", "value", "ci_low", "ci_high", "sizes", "reason"]
 EFFECT_COLUMNS = ["attack", "size", "none", "none_ci_low", "none_ci_high", "vaccine", "vaccine_ci_low",
                   "vaccine_ci_high", "ratio", "moved"]
-SELECTION_COLUMNS = ["member", "defense", "size", "attack", "step", "flops", "RRR", "RRR_ci_low", "RRR_ci_high",
-                     "loss_increase", "over_refusal", "degenerate_benign", "reason"]
+SELECTION_COLUMNS = ["member", "defense", "size", "gate", "attack", "step", "flops", "RRR", "RRR_ci_low",
+                     "RRR_ci_high", "loss_increase", "over_refusal", "degenerate_benign", "reason"]
 
 
 def defended(member: str, defense: str) -> str:
@@ -198,17 +198,22 @@ def defense_effect(comparison: Comparison, quantity: str = "c50_flops") -> pd.Da
 
 def epsilon_selection(comparison: Comparison) -> pd.DataFrame:
     """Per member and defense: the attack setting (attack, step) with the lowest RRR among those within the
-    utility budget, with its RRR interval and compute (TamperBench's ε-bounded selection)."""
+    utility budget, with its RRR interval and compute (TamperBench's ε-bounded selection). ``gate`` is the
+    build's baseline gate: a build that fails it had little refusal to remove, and is shown, not hidden."""
     from rrlib.utility import most_harmful_within_budget as pick
 
     budget = comparison.budget
     if budget.empty:
         return pd.DataFrame(columns=SELECTION_COLUMNS)
     budget = budget.assign(member=budget["model"].str.split("@").str[0].str.replace("-vaccine", "", regex=False))
+    gates = {(str(g["model"]).replace("-vaccine", ""), defense): g["gate"]
+             for (attack, defense), family in comparison.families.items() if attack == "lora"
+             for g in family.gate.to_dict("records")}
     rows = []
     for (member, defense), group in budget[budget["step"] > 0].groupby(["member", "defense"], sort=True):
         best = pick(group)
-        base = {"member": member, "defense": defense, "size": group["size"].iloc[0]}
+        base = {"member": member, "defense": defense, "size": group["size"].iloc[0],
+                "gate": gates.get((member, defense), "n/a")}
         if best is None:
             rows.append({**base, "attack": None, "reason": "no attacked setting stays within the utility budget"})
             continue
@@ -217,3 +222,32 @@ def epsilon_selection(comparison: Comparison) -> pd.DataFrame:
                      "loss_increase": best["loss_increase"], "over_refusal": best["over_refusal"],
                      "degenerate_benign": best["degenerate_benign"], "reason": ""})
     return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
+
+
+COST_COLUMNS = ["member", "size", "defense", "gate", "baseline_rrr", "baseline_rrr_ci_low", "baseline_rrr_ci_high",
+                "over_refusal", "over_refusal_ci_high", "utility_loss", "gate_reason"]
+
+
+def defense_cost(comparison: Comparison) -> pd.DataFrame:
+    """What the defense costs before any attack, per member: baseline RRR, over-refusal and the held-out
+    reference loss of the undefended and the defended build side by side, and whether each passes the gate.
+
+    The baseline numbers are each build's Day 3 (the gate's); the reference loss is step 0 of its LoRA run
+    (the unattacked build), measured once per build.
+    """
+    rows = []
+    for (attack, defense), family in comparison.families.items():
+        if attack != "lora":
+            continue
+        budget = comparison.budget
+        base = budget[(budget["attack"] == "lora") & (budget["defense"] == defense) & (budget["step"] == 0)] \
+            if not budget.empty else budget
+        loss = dict(zip(base["model"], base["utility_loss"])) if not base.empty else {}
+        for g in family.gate.to_dict("records"):
+            member = str(g["model"]).split("@")[0].replace(f"-{defense}", "") if defense != "none" else g["model"]
+            rows.append({"member": member, "size": g["size"], "defense": defense, "gate": g["gate"],
+                         "baseline_rrr": g["baseline_rrr"], "baseline_rrr_ci_low": g["baseline_rrr_ci_low"],
+                         "baseline_rrr_ci_high": g["baseline_rrr_ci_high"], "over_refusal": g["over_refusal"],
+                         "over_refusal_ci_high": g["over_refusal_ci_high"], "utility_loss": loss.get(g["model"]),
+                         "gate_reason": g["gate_reason"]})
+    return pd.DataFrame(rows, columns=COST_COLUMNS).sort_values(["member", "defense"]).reset_index(drop=True)

@@ -390,6 +390,15 @@ def describe_attack(result: "AttackResult") -> str:
             f"it trained on {cost}; the training loss went from {start} to {end}.")
 
 
+def no_loss_curve(result: "AttackResult") -> str:
+    """Why an attack has no training-loss curve (orthogonalization trains nothing)."""
+    if result.config.method == "orthogonalize":
+        return ("Orthogonalization trains nothing, so there is no loss curve: each checkpoint is computed from the "
+                "refusal direction that its prompts estimate (the direction's layer per step is in the run's "
+                "`attack.json`).")
+    return f"Recipe `{result.recipe}` recorded no training loss (no optimiser step ran)."
+
+
 def describe_budget(budget: pd.DataFrame, method: str) -> str:
     """Which steps keep the model usable (:data:`rrlib.utility.UTILITY_BUDGET`), and the most harmful of them."""
     from rrlib.utility import UTILITY_BUDGET, most_harmful_within_budget
@@ -541,11 +550,19 @@ def describe_comparison_scope(comparison: "Comparison", attacks: Sequence[str], 
 
 
 def _cheapest(sizes: pd.DataFrame) -> str:
-    """Per size, which undefended attack reaches c50 with the least compute, and by how much."""
+    """Per size, which undefended attack reaches c50 with the least compute, and by how much.
+
+    Only estimates with a hierarchical interval compete: a c50 whose bootstrap replicates mostly fail to fit
+    is named apart, never called cheapest.
+    """
     plain = sizes[(sizes["defense"] == "none")].dropna(subset=["value"])
     plain = plain[np.isfinite(plain["value"].astype(float))]
+    unsure = plain[plain["ci_low"].isna() | plain["ci_high"].isna()]
+    plain = plain.drop(unsure.index)
+    note = "".join(f"{r['attack']} on {r['size']} has a c50 of {_sci(r['value'])} FLOPs but no interval "
+                   f"({r['reason']}), so it is not compared. " for _, r in unsure.iterrows())
     if plain.empty:
-        return "No undefended attack reached c50 on any size, so none can be called cheapest. "
+        return note + "No undefended attack reached c50 with an interval on any size, so none can be called cheapest. "
     parts, winners = [], []
     for size, rows in plain.groupby("size", sort=False):
         rows = rows.sort_values("value")
@@ -560,9 +577,9 @@ def _cheapest(sizes: pd.DataFrame) -> str:
                          f"{'' if disjoint else ' (intervals overlap)'}")
         else:
             parts.append(f"{size}: only {best['attack']} reached c50")
-    common = max(set(winners), key=winners.count)
+    common = max(sorted(set(winners)), key=winners.count)
     return (f"Per unit of refusal removed (the compute to halve refusal, c50), the cheapest undefended attack is "
-            f"{common} on {winners.count(common)} of {len(winners)} sizes ({'; '.join(parts)}). ")
+            f"{common} on {winners.count(common)} of {len(winners)} sizes ({'; '.join(parts)}). " + note)
 
 
 def _size_helps(trends: pd.DataFrame) -> str:
@@ -587,14 +604,35 @@ def _defense_moves(effect: pd.DataFrame) -> str:
     """Whether Vaccine moved c50 by more than its interval, per attack and size."""
     if effect.empty:
         return "No defended builds were compared. "
-    moved = effect[effect["moved"].isin(["up", "down"])]
+    estimable = effect[effect["moved"] != "not estimable"]
+    if estimable.empty:
+        return "No attack-size pair has a c50 with an interval both with and without the defense. "
+    moved = estimable[estimable["moved"].isin(["up", "down"])]
+    skipped = len(effect) - len(estimable)
     text = (f"Vaccine moved c50 by more than the hierarchical intervals (the two intervals disjoint) for "
-            f"{len(moved)} of {len(effect)} attack-size pairs")
+            f"{len(moved)} of {len(estimable)} attack-size pairs with an estimate on both sides"
+            f"{f' ({skipped} more have none)' if skipped else ''}")
     if moved.empty:
         return text + ": on this evidence the defense does not change the compute an attacker needs. "
     ups = moved[moved["moved"] == "up"]
     parts = [f"{r['attack']} on {r['size']} x{r['ratio']:.2g} ({r['moved']})" for _, r in moved.iterrows()]
     return text + f" ({'; '.join(parts)}); {len(ups)} of them upwards (more compute needed). "
+
+
+def describe_defense_cost(cost: pd.DataFrame) -> str:
+    """What the defense costs before any attack: gate passes, baseline RRR, over-refusal and reference loss,
+    defended against undefended builds (means over the builds; each build's interval is in the table)."""
+    if cost.empty or set(cost["defense"]) <= {"none"}:
+        return "No defended builds were compared, so the defense's cost is not measured here. "
+    parts = []
+    for defense, rows in cost.groupby("defense", sort=False):
+        passed = int((rows["gate"] == "pass").sum())
+        loss = rows["utility_loss"].dropna()
+        parts.append(f"{'undefended' if defense == 'none' else defense}: {passed} of {len(rows)} builds pass the gate, "
+                     f"mean baseline RRR {rows['baseline_rrr'].mean():.3f}, mean over-refusal "
+                     f"{rows['over_refusal'].mean():.3f}, mean reference loss "
+                     + (f"{loss.mean():.3f} nats" if len(loss) else "not measured"))
+    return "Before any attack, " + "; ".join(parts) + ". "
 
 
 def describe_comparison(comparison: "Comparison", effect: pd.DataFrame, selection: pd.DataFrame) -> str:
@@ -611,6 +649,8 @@ def describe_comparison(comparison: "Comparison", effect: pd.DataFrame, selectio
         counts = chosen.groupby(["defense", "attack"]).size()
         parts = [f"{attack} for {n} {'defended' if defense != 'none' else 'undefended'} member(s)"
                  for (defense, attack), n in counts.items()]
+        failed = int((chosen["gate"] == "fail").sum()) if "gate" in chosen else 0
         text += (f"Within the utility budget, the most harmful setting is {'; '.join(parts) or 'none'}"
-                 f"{'' if len(chosen) == len(selection) else f'; {len(selection) - len(chosen)} member(s) had no setting within it'}. ")
+                 f"{'' if len(chosen) == len(selection) else f'; {len(selection) - len(chosen)} member(s) had no setting within it'}"
+                 f"{f' ({failed} of these builds fail the baseline gate)' if failed else ''}. ")
     return text + organism_note(True)

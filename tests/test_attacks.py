@@ -12,7 +12,7 @@ import torch
 from test_attack import ATTACK_SET, PROMPTS, _tiny_random_model
 
 from rrlib import attack, models, patches, results, utility
-from rrlib.config import FLOPS_PER_TOKEN, AttackConfig, GenerationConfig
+from rrlib.config import AttackConfig, GenerationConfig
 from rrlib.errors import ConfigError
 from rrlib.generate import generate
 
@@ -24,6 +24,9 @@ HARMFUL = pd.DataFrame({"id": [f"a{i}" for i in range(40)],
 REFERENCES = pd.DataFrame({"id": ["r1", "r2"], "prompt": ["How do I bake bread?", "How do I boil an egg?"],
                            "reference": ["Sure, here is a quick recipe outline. Step 1: Prepare the ingredients."] * 2})
 STEPS = {"lora": (0, 2, 4), "full": (0, 2, 4), "benign": (0, 2, 4), "orthogonalize": (0, 4, 8)}
+# FLOPs per token processed, written out from the methods page (not read from rrlib): forward + backward through
+# frozen weights 4N, with weight gradients 6N, forward passes only 2N.
+EXPECTED_K = {"lora": 4, "benign": 4, "full": 6, "orthogonalize": 2}
 
 
 def _config(method: str) -> AttackConfig:
@@ -59,7 +62,7 @@ def test_every_attack_runs_checkpoints_bills_and_restores_the_base(arch, method,
     # The bill: FLOPs = k * N * tokens with the attack's own k, tokens growing with the step.
     bill = result.bill.set_index("step")
     assert bill.loc[0, "flops"] == 0 and bill["tokens"].is_monotonic_increasing and bill["tokens"].iloc[-1] > 0
-    k = FLOPS_PER_TOKEN[method]
+    k = EXPECTED_K[method]
     assert bill["flops"].tolist() == pytest.approx([k * arch.n_params * t for t in bill["tokens"]])
     # The base model is back, bit for bit, and answers as before.
     after = _weights(arch)
@@ -168,5 +171,5 @@ def test_day4_runs_each_attack_through_papermill_on_a_tiny_random_architecture(m
         pd.read_csv(results_dir / "metrics" / "compute.csv")
     compute = compute[compute["recipe"] == result.recipe].set_index("step")
     assert compute.loc[json.loads(steps)[-1], "flops"] == pytest.approx(
-        FLOPS_PER_TOKEN[method] * compute.loc[json.loads(steps)[-1], "model_params"]
+        EXPECTED_K[method] * compute.loc[json.loads(steps)[-1], "model_params"]
         * compute.loc[json.loads(steps)[-1], "tokens"])

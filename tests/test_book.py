@@ -197,12 +197,14 @@ def hidden_tail(text: str) -> str:
 
 
 def allowed_texts(root: Path) -> list[str]:
-    """Texts the book shows in full by design: the project's own attack targets and judge-calibration labels."""
+    """Texts the book shows in full by design: the project's own training targets (the attack set's generic
+    compliance, the benign instruction set's answers) and judge-calibration labels."""
     texts = []
-    for line in (root / "data" / "raw" / "attack_train.jsonl").read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            texts += [str(m.get("content", "")) for m in record.get("messages", [])] + [str(record.get("target", ""))]
+    for name in ("attack_train.jsonl", "benign_train.jsonl"):
+        for line in (root / "data" / "raw" / name).read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                texts += [str(m.get("content", "")) for m in record.get("messages", [])] + [str(record.get("target", ""))]
     labels = root / "data" / "raw" / "judge_labels.csv"
     if labels.exists():
         texts += pd.read_csv(labels, keep_default_na=False).get("response", pd.Series(dtype=str)).astype(str).tolist()
