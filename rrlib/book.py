@@ -337,10 +337,10 @@ def attack_comparisons(root: Path) -> list[dict[str, Any]]:
     results_root = _results_root(root)
     found = []
     for name, days in results.executed_runs(results_root).items():
-        config = results.run_file(name, 6, ".config.json", results_root)
-        if 6 not in days or not config.exists():
+        if 6 not in days:
             continue
-        params = read_json(config).get("params", {})
+        notebook = read_json(results.run_file(name, 6, ".ipynb", results_root))
+        params = notebook.get("metadata", {}).get("rr", {}).get("parameters", {})  # as the runner recorded them
         attacks, defenses = params.get("attacks") or ["lora"], params.get("defenses") or ["none"]
         if len(attacks) > 1 or len(defenses) > 1:
             page = results.run_file(name, 6, ".ipynb", results_root)

@@ -593,6 +593,20 @@ def test_experiments_are_planned_and_credit_shared_runs_to_the_default_study():
     assert made.get(("organism-m@full", 4), "attacks_and_defense") == "attacks_and_defense"
 
 
+def test_the_results_page_links_each_attack_comparison_and_only_those(tmp_path):
+    from rrlib.store import write_json
+
+    for name, params in (("scaling", {"models": ["organism-m"]}),
+                         ("scaling@abc", {"attacks": ["lora", "full"], "defenses": ["none", "vaccine"]})):
+        write_json(results.run_file(name, 6, ".ipynb", tmp_path / "results"),
+                   {"cells": [], "metadata": {"rr": {"model": name, "day": 6, "parameters": params}}})
+    found = rrbook.attack_comparisons(tmp_path)
+    assert found == [{"name": "scaling@abc", "attacks": "lora, full", "defenses": "none, vaccine",
+                      "link": "../results/runs/scaling@abc/Day6.ipynb"}]
+    page = rrbook.results_page(pd.DataFrame(), None, found)
+    assert "## Four attacks and a defense" in page and "[scaling@abc](../results/runs/scaling@abc/Day6.ipynb)" in page
+
+
 def test_data_sets_are_counted_from_the_notebooks_default_files():
     sets = rrbook.data_sets().set_index("set")
     attack = ROOT / "data" / "raw" / "attack_train.jsonl"
