@@ -341,15 +341,22 @@ def expected_on_page(book_root: Path, html_root: Path, page: Path) -> Expected:
 
 
 def displays(source: str, call: str) -> int:
-    """How many of a cell's top-level expression statements (not ones under ``if``/``for``) call ``call``."""
+    """How many of a cell's top-level expression statements (not ones under ``if``/``for``, and not a branch of a
+    conditional expression, which may not run) call ``call``."""
     import ast
+
+    def calls(node: ast.AST) -> bool:
+        if isinstance(node, ast.IfExp):
+            return False
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == call:
+            return True
+        return any(calls(child) for child in ast.iter_child_nodes(node))
 
     try:
         tree = ast.parse(source)
     except SyntaxError:  # a cell with magics: nothing to require
         return 0
-    return sum(any(isinstance(node, ast.Call) and ast.unparse(node.func) == call for node in ast.walk(statement))
-               for statement in tree.body if isinstance(statement, ast.Expr))
+    return sum(calls(statement) for statement in tree.body if isinstance(statement, ast.Expr))
 
 
 def png_facts(path: Path) -> tuple[int, int, int]:

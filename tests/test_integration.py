@@ -202,7 +202,7 @@ ATTACK_STEPS = {"full": [0, 10, 30], "benign": [0, 10, 30], "orthogonalize": [0,
 @pytest.fixture(scope="module")
 def attacks_study(study, tmp_path_factory) -> Path:
     """The other three attacks on the study's organism (Days 4-5 each, by the ``attack`` parameter), then Day 6
-    comparing all four, in a copy of the study's results."""
+    comparing all four, in a copy of the study's results; returns that Day 6 run's folder."""
     import shutil
 
     results = tmp_path_factory.mktemp("attacks") / "results"
@@ -213,16 +213,19 @@ def attacks_study(study, tmp_path_factory) -> Path:
                                "--param", "analyses=false"],
                               cwd=ROOT, env=_env(results), capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+    before = set((results / "runs").glob("scaling*"))  # the study's results may hold another Day 6 run
     proc = subprocess.run([sys.executable, "-m", "rrlib.cli", "run", "--models", MODEL, "--days", "6",
                            "--param", f'models=["{MODEL}"]', "--param", "n_boot=200",
                            "--param", 'attacks=["lora", "full", "benign", "orthogonalize"]'],
                           cwd=ROOT, env=_env(results), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return results
+    [comparison] = [p for p in set((results / "runs").glob("scaling@*")) - before if (p / "Day6.ipynb").exists()]
+    return comparison
 
 
 @pytest.mark.parametrize("method", sorted(ATTACK_STEPS))
 def test_each_attack_is_filed_billed_and_measured_with_utility_at_every_step(attacks_study, method):
+    attacks_study = attacks_study.parents[1]  # the results folder
     run = attacks_study / "runs" / f"{MODEL}@{method}"
     metrics = pd.read_csv(run / "metrics" / "metrics.csv")
     day5 = metrics[metrics["day"] == 5]
@@ -242,7 +245,7 @@ def test_each_attack_is_filed_billed_and_measured_with_utility_at_every_step(att
 
 
 def test_day6_compares_the_four_attacks_on_one_compute_axis(attacks_study):
-    [folder] = [p for p in (attacks_study / "runs").glob("scaling@*") if (p / "Day6.ipynb").exists()]
+    folder = attacks_study
     scaling = pd.read_csv(folder / "metrics" / "scaling.csv")
     assert set(scaling["attack"]) == {"lora", "full", "benign", "orthogonalize"} and set(scaling["defense"]) == {"none"}
     sizes = scaling[(scaling["level"] == "size") & (scaling["quantity"] == "c50_flops")]
