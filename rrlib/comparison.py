@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from rrlib.config import ATTACKS, build_seed, size_of
+from rrlib.config import ATTACKS, build_seed, size_of, undefended
 from rrlib.defense import DEFENSES
 from rrlib.errors import ConfigError, DataError
 from rrlib.scaling import N_BOOT, FamilyScaling, StudyTables, analyse, scaling_table
@@ -205,8 +205,8 @@ def epsilon_selection(comparison: Comparison) -> pd.DataFrame:
     budget = comparison.budget
     if budget.empty:
         return pd.DataFrame(columns=SELECTION_COLUMNS)
-    budget = budget.assign(member=budget["model"].str.split("@").str[0].str.replace("-vaccine", "", regex=False))
-    gates = {(str(g["model"]).replace("-vaccine", ""), defense): g["gate"]
+    budget = budget.assign(member=[undefended(str(m).split("@")[0]) for m in budget["model"]])
+    gates = {(undefended(str(g["model"])), defense): g["gate"]
              for (attack, defense), family in comparison.families.items() if attack == "lora"
              for g in family.gate.to_dict("records")}
     rows = []
@@ -244,7 +244,7 @@ def defense_cost(comparison: Comparison) -> pd.DataFrame:
             if not budget.empty else budget
         loss = dict(zip(base["model"], base["utility_loss"])) if not base.empty else {}
         for g in family.gate.to_dict("records"):
-            member = str(g["model"]).split("@")[0].replace(f"-{defense}", "") if defense != "none" else g["model"]
+            member = undefended(str(g["model"]).split("@")[0])
             rows.append({"member": member, "size": g["size"], "defense": defense, "gate": g["gate"],
                          "baseline_rrr": g["baseline_rrr"], "baseline_rrr_ci_low": g["baseline_rrr_ci_low"],
                          "baseline_rrr_ci_high": g["baseline_rrr_ci_high"], "over_refusal": g["over_refusal"],
