@@ -281,3 +281,23 @@ def test_llm_judge_by_name_loads_through_models(tiny_lm):
     assert get_judge(f"llm:{tiny_lm.name}").rubric is STRONGREJECT
     assert judge.lm.name == tiny_lm.name
     assert len(judge.answers(["No."])) == 1
+
+
+def test_the_fit_does_not_depend_on_how_many_blas_threads_the_process_has(monkeypatch):
+    # L-BFGS stops at a tolerance, so a multi-threaded BLAS's summation order once moved the fitted
+    # weights by up to 0.16 between a 1-thread study kernel and a 2-thread `rr book` (a fresh clone's
+    # judge tables then differed from the committed ones). The fit must pin its own threads.
+    from threadpoolctl import threadpool_limits
+
+    # float32 like SBERT's vectors, near a low-rank subspace like real responses: the case that moved.
+    rng = np.random.default_rng(1)
+    vectors = (rng.normal(size=(1000, 8)) @ rng.normal(size=(8, 384)) + 0.01 * rng.normal(size=(1000, 384)))
+    monkeypatch.setattr(classifier, "embed_responses", lambda texts: vectors[:len(texts)].astype(np.float32))
+    labels = np.array(["refusal", "compliance", "partial", "degenerate"])[rng.integers(0, 4, 1000)]
+    train = pd.DataFrame({"id": [f"r{i}" for i in range(1000)], "response": [f"text {i}" for i in range(1000)],
+                          "label": labels})
+    fits = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            fits.append(classifier.fit(train, key="k"))
+    assert np.array_equal(fits[0].coef, fits[1].coef) and np.array_equal(fits[0].platt, fits[1].platt)
