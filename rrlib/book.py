@@ -21,8 +21,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 import pandas as pd
@@ -718,18 +719,27 @@ def write_reproducibility_page(root: Path | None = None) -> Path:
 # ---------------------------------------------------------------------------
 
 
-def generate_pages(root: Path | None = None) -> None:
-    """Write every generated page and fragment and the table of contents."""
+def generate_pages(root: Path | None = None, log: Callable[[str], None] | None = None) -> None:
+    """Write every generated page and fragment and the table of contents.
+
+    Parameters
+    ----------
+    root : Path, optional
+        Project root.
+    log : callable, optional
+        Receives one line per step with its wall time (``rr book`` prints them).
+    """
     root = root or project_root()
-    prepare_static(root)
-    prepare_widgets(root)
-    write_results_page(root)
-    write_original_comparison(root)
-    write_data_sets(root)
-    write_judges_page(root)
-    write_reproducibility_page(root)
-    write_toc(root)
-    export_figures(root)
+    steps = (("static files", prepare_static), ("widget scripts", prepare_widgets),
+             ("results page", write_results_page), ("original-study comparison", write_original_comparison),
+             ("data sets page", write_data_sets), ("judges page (judges validated on held-out labels)", write_judges_page),
+             ("reproducibility page", write_reproducibility_page), ("table of contents", write_toc),
+             ("PNG figures", export_figures))
+    for what, step in steps:
+        started = time.perf_counter()
+        step(root)
+        if log:
+            log(f"  {what}: {time.perf_counter() - started:.1f} s")
 
 
 def export_figures(root: Path) -> list[Path]:
@@ -741,7 +751,7 @@ def export_figures(root: Path) -> list[Path]:
         return []
 
 
-def build(root: Path | None = None, strict: bool = True) -> Path:
+def build(root: Path | None = None, strict: bool = True, log: Callable[[str], None] | None = None) -> Path:
     """Generate pages and build the HTML book with Jupyter Book 1.
 
     Parameters
@@ -750,6 +760,8 @@ def build(root: Path | None = None, strict: bool = True) -> Path:
         Project root (holds ``_config.yml``).
     strict : bool
         Build with ``-W`` so any warning fails the build.
+    log : callable, optional
+        Receives one line per step with its wall time.
 
     Returns
     -------
@@ -762,7 +774,8 @@ def build(root: Path | None = None, strict: bool = True) -> Path:
         If the build fails (the last lines of its log are included).
     """
     root = root or project_root()
-    generate_pages(root)
+    generate_pages(root, log)
+    started = time.perf_counter()
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root),
            "--path-output", str(root / BOOK_DIR)]
     if strict:
@@ -771,4 +784,6 @@ def build(root: Path | None = None, strict: bool = True) -> Path:
     if proc.returncode != 0:
         tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-12:])
         raise RRError(f"book build failed (exit {proc.returncode}): {tail}")
+    if log:
+        log(f"  HTML (Jupyter Book): {time.perf_counter() - started:.1f} s")
     return root / BOOK_DIR / "_build" / "html" / "index.html"

@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run Day notebooks per model with papermill, then regenerate the book's TOC."""
     from rrlib import executors
     from rrlib.config import resolve_model
-    from rrlib.days import parse_days
+    from rrlib.days import check_plan_parameters, parse_days
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
@@ -49,38 +49,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         resolve_model(model)
     days = parse_days(args.days)
     params = _params(args.param)
-    check_params(days, params)
+    check_plan_parameters(days, params)
     started = time.perf_counter()
     outcomes = executors.run_many(models, days, params, force=args.force, **_executor(args))
     return _report(outcomes, started)
-
-
-def check_params(days: Sequence[int], params: dict[str, Any]) -> None:
-    """Reject ``--param`` names that no Day of the plan declares in its parameters cell.
-
-    Parameters
-    ----------
-    days : sequence of int
-        The Days of the plan.
-    params : dict
-        The ``--param`` values.
-
-    Raises
-    ------
-    ConfigError
-        One line naming the Days and listing their parameter names.
-    """
-    from rrlib import days as rdays
-    from rrlib.errors import ConfigError
-
-    if not params or not days:
-        return
-    unknown = sorted(set.intersection(*(set(rdays.unknown_parameters(d, params)) for d in days)))
-    if unknown:
-        where = " or ".join(f"Day{d} ({rdays.get(d).notebook})" for d in days)
-        valid = sorted({name for d in days for name in rdays.parameters(d)})
-        raise ConfigError(f"--param {', '.join(unknown)}: not a parameter of {where}; valid names: "
-                          f"{', '.join(valid)}")
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -159,7 +131,7 @@ def cmd_book(args: argparse.Namespace) -> int:
         book.generate_pages()
         print("pages and _toc.yml regenerated")
         return 0
-    index = book.build(strict=not args.no_strict)
+    index = book.build(strict=not args.no_strict, log=print)
     print(f"book built: {index}")
     return 0
 

@@ -271,3 +271,35 @@ def check_parameters(number: int, namespace: Mapping[str, Any]) -> dict[str, Any
 def unknown_parameters(number: int, given: Mapping[str, Any]) -> list[str]:
     """Names in ``given`` that Day ``number``'s notebook does not declare (``model``/``models`` aside)."""
     return sorted(set(given) - set(parameters(number)))
+
+
+def declared_parameters(number: int, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``given`` that Day ``number`` declares: a plan's parameters reach only the Days that take them."""
+    schema = parameters(number)
+    return {name: value for name, value in given.items() if name in schema}
+
+
+def check_plan_parameters(numbers: Sequence[int], given: Mapping[str, Any], where: str = "--param") -> None:
+    """Reject parameter names that no Day of a plan declares in its parameters cell.
+
+    Parameters
+    ----------
+    numbers : sequence of int
+        The Days of the plan.
+    given : mapping
+        Parameter values for the plan.
+    where : str
+        Where the parameters came from, for the message (``--param``, or a config file and run).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the unknown names, the Days and their parameter names.
+    """
+    if not given or not numbers:
+        return
+    unknown = sorted(set.intersection(*(set(unknown_parameters(d, given)) for d in numbers)))
+    if unknown:
+        days = " or ".join(f"Day{d} ({get(d).notebook})" for d in numbers)
+        valid = sorted({name for d in numbers for name in parameters(d)})
+        raise ConfigError(f"{where} {', '.join(unknown)}: not a parameter of {days}; valid names: {', '.join(valid)}")

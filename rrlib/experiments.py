@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
+from rrlib import days as rdays
 from rrlib.config import from_mapping, resolve_model
 from rrlib.errors import ConfigError
 
@@ -81,6 +82,7 @@ def load(path: str | Path) -> Experiment:
         spec = from_mapping(RunSpec, run, where=f"{path} runs[{i}]")
         models = (spec.models,) if isinstance(spec.models, str) else tuple(spec.models)
         runs.append(RunSpec(models, str(spec.days), dict(spec.params or {})))
+        rdays.check_plan_parameters(rdays.parse_days(runs[-1].days), runs[-1].params, f"{path} runs[{i}] params:")
     if not runs:
         raise ConfigError(f"{path}: no runs; add a 'runs:' list with models and days")
     requires = from_mapping(Requirements, raw.get("requires"), where=f"{path} requires")

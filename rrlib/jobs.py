@@ -110,7 +110,7 @@ def plan_jobs(models: Sequence[str], days: Sequence[int], parameters: Mapping[st
 
 
 def job_parameters(day: int, models: Sequence[str], parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Papermill parameters for a job of Day ``day`` (cross-model Days get the model list).
+    """Papermill parameters for a job of Day ``day``: those it declares (cross-model Days get the model list).
 
     Parameters
     ----------
@@ -126,7 +126,7 @@ def job_parameters(day: int, models: Sequence[str], parameters: Mapping[str, Any
     dict
         The job's parameters.
     """
-    params = dict(parameters or {})
+    params = rdays.declared_parameters(day, dict(parameters or {}))
     if rdays.get(day).cross_model:
         params["models"] = [resolve_model(m).name for m in models]
     return params

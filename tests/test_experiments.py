@@ -65,3 +65,11 @@ def test_runs_are_planned_as_one_plan(tmp_path, monkeypatch):
                                                            ("organism-m", 4), ("organism-l", 7)]
     assert all(isinstance(j, jobs.Job) for j in seen["planned"]) and seen["planned"][-1].params == {"seeds": [0]}
     assert seen["force"] is True and seen["executor"] == {"jobs": 2}
+
+
+def test_a_parameter_no_day_of_a_run_declares_is_rejected_with_the_file_and_run(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("runs:\n  - models: [organism-m]\n    days: '3-4'\n    params:\n      grid_step: [0, 10]\n")
+    with pytest.raises(ConfigError, match=r"config.yaml runs\[0\] params: grid_step: not a parameter of Day3 .* "
+                                          r"or Day4 .*valid names: .*grid_steps"):
+        experiments.load(path)

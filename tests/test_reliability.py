@@ -399,17 +399,14 @@ def tree_state(root: Path) -> tuple[dict[str, str], set[str]]:
 
 
 def assert_unchanged(root: Path, before: tuple[dict[str, str], set[str]], what: str) -> None:
-    """Files identical; new folders are tolerated only when they hold no file (the runner makes a run's folder up
-    front, before the run can fail)."""
+    """Files and folders identical: a failed run removes the run folder it made."""
     after = tree_state(root)
     added = sorted(set(after[0]) - set(before[0]))
     removed = sorted(set(before[0]) - set(after[0]))
     changed = sorted(p for p in set(before[0]) & set(after[0]) if before[0][p] != after[0][p])
     assert not (added or removed or changed), f"{what} changed: added {added}, removed {removed}, changed {changed}"
-    assert before[1] <= after[1], f"{what}: folders removed: {sorted(before[1] - after[1])}"
-    for folder in sorted(after[1] - before[1]):
-        files = [p for p in (root / folder).rglob("*") if not p.is_dir()]
-        assert not files, f"{what}: new folder {folder} holds {files}"
+    assert before[1] == after[1], (f"{what}: folders added {sorted(after[1] - before[1])}, "
+                                   f"removed {sorted(before[1] - after[1])}")
 
 
 @pytest.fixture(scope="session")

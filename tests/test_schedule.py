@@ -17,7 +17,7 @@ def experiment_plan() -> list[jobs.Job]:
     """The shape of experiments/organism_scaling: Days 3, 4, 5-6 for the family, then Day 7 on the largest."""
     planned = []
     for models, days in ((FAMILY, [3]), (FAMILY, [4]), (FAMILY, [5, 6]), (["organism-l"], [7])):
-        planned += jobs.plan_jobs(models, days, {"log": "unused"})
+        planned += jobs.plan_jobs(models, days)
     return planned
 
 
@@ -61,6 +61,17 @@ def test_a_later_job_does_not_overwrite_what_an_earlier_one_still_reads():
     assert jobs.dependencies(planned)[4] == [0, 1, 2, 3]  # Day 6 reads Days 3-5, including the second Day 4
 
 
+def test_each_day_gets_only_the_parameters_its_notebook_declares():
+    # An experiment's run gives one parameter set to several Days; papermill would inject the others anyway
+    # (and warn "Passed unknown parameter"), so Day 3's page would show an attack grid it never used.
+    planned = jobs.plan_jobs(["organism-m"], [3, 4, 5, 6], {"grid_steps": [0, 10], "analyses": False, "limit": 5})
+    params = {job.day: job.params for job in planned}
+    assert params[3] == {"limit": 5}
+    assert params[4] == {"grid_steps": [0, 10]}  # Day 4 attacks with every attack prompt: it has no limit
+    assert params[5] == {"analyses": False, "limit": 5}
+    assert params[6] == {"models": ["organism-m"]}
+
+
 def test_the_longest_chain_starts_first():
     planned = experiment_plan()
     priority = jobs.critical_path(planned, jobs.dependencies(planned))
@@ -87,8 +98,9 @@ def run_plan(tmp_path, fail=(), runs=((FAMILY, [3]), (FAMILY, [4]), (FAMILY, [5,
              cores=2):
     log = tmp_path / "events.jsonl"
     planned = []
-    for models, days in runs:
-        planned += jobs.plan_jobs(models, days, {"log": str(log), "fail": list(fail)})
+    for models, days in runs:  # the stand-in's own parameters are added after planning (no Day declares them)
+        planned += [jobs.Job(job.model, job.day, {**job.params, "log": str(log), "fail": list(fail)})
+                    for job in jobs.plan_jobs(models, days)]
     lines = []
     outcomes = executors.run_parallel(planned, False, lines.append, workers=2, cores=cores, run=fake_run_day)
     events = [json.loads(line) for line in log.read_text().splitlines()]
