@@ -125,7 +125,7 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     failed_copy = results.run_file(name, day, ".failed.ipynb", root)
     if not force and is_done(name, day, params, root):
         return Outcome(name, day, "skipped", output)
-    made_folder = not output.parent.exists()
+    made_folders = _missing_folders(output.parent)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.running.ipynb")
     started = time.perf_counter()
@@ -139,7 +139,7 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
         failed = failed_copy
         if exc.ename in _user_error_names():  # the one-line message says it all: write nothing
             tmp.unlink(missing_ok=True)
-            _remove_if_empty(output.parent, made_folder)
+            _remove_if_empty(made_folders)
             failed = output
         elif tmp.exists():  # a bug: keep the executed notebook and its traceback for diagnosis
             tmp.replace(failed)
@@ -147,7 +147,7 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
                        f"{exc.ename}: {' '.join(str(exc.evalue).split())}", wall, _worker())
     except Exception as exc:  # the kernel died or never started: report it, keep the other jobs going
         tmp.unlink(missing_ok=True)
-        _remove_if_empty(output.parent, made_folder)
+        _remove_if_empty(made_folders)
         return Outcome(name, day, "failed", output, time.perf_counter() - started,
                        f"{type(exc).__name__}: {' '.join(str(exc).split())}", wall, _worker())
     seconds = time.perf_counter() - started
@@ -163,13 +163,22 @@ def run_day(model: str, day: int, parameters: Mapping[str, Any] | None = None, f
     return Outcome(name, day, "ran", output, seconds, "", wall, _worker())
 
 
-def _remove_if_empty(folder: Path, made_here: bool) -> None:
-    """Remove a run folder this call made when a failed run left nothing in it (a user error writes nothing)."""
-    if made_here:
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders ``folder.mkdir(parents=True)`` would create, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed run made (deepest first) while they are empty: a user error writes nothing."""
+    for folder in folders:
         try:
             folder.rmdir()  # only succeeds while it is empty
         except OSError:
-            pass
+            return
 
 
 def strip_volatile(notebook: NotebookNode, seed: str) -> list[dict[str, Any]]:
