@@ -38,7 +38,7 @@ from rrlib.export import export_pngs
 from rrlib.judges import labels as judge_labels
 from rrlib.judges import validation
 from rrlib.judges.base import UNCERTAIN_BAND
-from rrlib.judges.validation import PREDICTED, JudgeValidation
+from rrlib.judges.validation import JudgeValidation
 from rrlib.metrics import Estimate, estimate_from_table
 from rrlib.narrative import fmt, original_comparison
 from rrlib.store import atomic_write_text, read_json
@@ -341,11 +341,10 @@ def attack_comparisons(root: Path) -> list[dict[str, Any]]:
     for name, days in results.executed_runs(results_root).items():
         if 6 not in days:
             continue
-        notebook = read_json(results.run_file(name, 6, ".ipynb", results_root))
-        params = notebook.get("metadata", {}).get("rr", {}).get("parameters", {})  # as the runner recorded them
+        page = results.run_file(name, 6, ".ipynb", results_root)
+        params = read_json(page).get("metadata", {}).get("rr", {}).get("parameters", {})  # as the runner recorded
         attacks, defenses = params.get("attacks") or ["lora"], params.get("defenses") or ["none"]
         if len(attacks) > 1 or len(defenses) > 1:
-            page = results.run_file(name, 6, ".ipynb", results_root)
             found.append({"name": name, "attacks": ", ".join(attacks), "defenses": ", ".join(defenses),
                           "link": Path(os.path.relpath(page, root / BOOK_DIR)).as_posix()})
     return found

@@ -300,6 +300,7 @@ def check_plan_parameters(numbers: Sequence[int], given: Mapping[str, Any], wher
         return
     unknown = sorted(set.intersection(*(set(unknown_parameters(d, given)) for d in numbers)))
     if unknown:
-        days = " or ".join(f"Day{d} ({get(d).notebook})" for d in numbers)
+        notebooks = " or ".join(f"Day{d} ({get(d).notebook})" for d in numbers)
         valid = sorted({name for d in numbers for name in parameters(d)})
-        raise ConfigError(f"{where} {', '.join(unknown)}: not a parameter of {days}; valid names: {', '.join(valid)}")
+        raise ConfigError(f"{where} {', '.join(unknown)}: not a parameter of {notebooks}; valid names: "
+                          f"{', '.join(valid)}")
